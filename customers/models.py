@@ -1,0 +1,315 @@
+"""Who may pull what: tiers, customers, their credentials, and the records
+of every change to that (audit) and every billing event received.
+
+The database is the truth; the per-tier htpasswd files are derived from it
+(see ``sync.py``). Invariants that protect those files are enforced by
+database constraints as well as by validation, so that a plain ORM call in
+``manage.py shell`` cannot break them either.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from . import htpasswd
+
+TIER_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+USERNAME_REGEX = f"^{htpasswd.USERNAME_PATTERN}$"
+
+username_validator = RegexValidator(
+    USERNAME_REGEX,
+    "Use 1 to 150 letters, digits or . _ @ + -, starting with a letter or digit.",
+)
+
+
+class TrackedModel(models.Model):
+    """Remembers the values of ``tracked_fields`` as last read or saved.
+
+    The receivers compare them with the values being saved, to know whether
+    a save changed who is entitled (and so which tier files to rewrite) and
+    what to write in the audit trail.
+    """
+
+    tracked_fields: tuple[str, ...] = ()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance.remember_state()
+        return instance
+
+    def current_state(self) -> dict:
+        # Deferred fields are absent from __dict__ and compare as unknown.
+        return {name: self.__dict__.get(name) for name in self.tracked_fields}
+
+    def remember_state(self, state: dict | None = None) -> None:
+        self._loaded_state = self.current_state() if state is None else state
+
+    @property
+    def loaded_state(self) -> dict | None:
+        """The tracked values as stored, or None if this instance never was."""
+        return getattr(self, "_loaded_state", None)
+
+
+class Tier(models.Model):
+    slug = models.SlugField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(TIER_SLUG_PATTERN, "Use lowercase letters, digits and '-'.")],
+        help_text="Names the tier's file, HTPASSWD_DIR/<slug>.htpasswd, and its Apache provider.",
+    )
+    name = models.CharField(max_length=100, help_text="Shown to staff, e.g. “Enterprise”.")
+    description = models.TextField(blank=True, default="")
+    position = models.PositiveIntegerField(
+        default=0,
+        help_text="Order of this tier's file in the proxy's provider list (lowest first).",
+    )
+    repository_prefixes = models.TextField(
+        blank=True,
+        default="",
+        help_text=(
+            "Repository prefixes reserved for this tier, one per line (e.g. example/faktory-ent). "
+            "Leave empty to reach every repository no other tier reserves."
+        ),
+    )
+    includes = models.ManyToManyField(
+        "self",
+        symmetrical=False,
+        blank=True,
+        related_name="included_by",
+        help_text="Customers of this tier may also pull the repositories reserved for these tiers.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["position", "slug"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(slug__regex=TIER_SLUG_PATTERN), name="tier_slug_format"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [line.strip().strip("/") for line in self.repository_prefixes.splitlines() if line.strip()]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.slug}.htpasswd"
+
+
+class CustomerStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    REVOKED = "revoked", "Revoked"
+
+
+class PaymentStatus(models.TextChoices):
+    CURRENT = "current", "Current"
+    PAST_DUE = "past_due", "Past due"
+    UNPAID = "unpaid", "Unpaid"
+    CANCELED = "canceled", "Canceled"
+
+
+class SuspensionReason(models.TextChoices):
+    NONE = "", "—"
+    STAFF = "staff", "By staff"
+    NONPAYMENT = "nonpayment", "Non-payment"
+
+
+class Customer(TrackedModel):
+    Status = CustomerStatus
+    PaymentStatus = PaymentStatus
+    SuspensionReason = SuspensionReason
+
+    tracked_fields = ("status", "tier_id", "payment_status", "suspension_reason")
+
+    name = models.CharField(max_length=200)
+    email = models.EmailField(unique=True, help_text="Unique; the key for imports and billing.")
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="customers")
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.ACTIVE,
+        help_text="Only active customers are in their tier's file.",
+    )
+    payment_status = models.CharField(max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.CURRENT)
+    suspension_reason = models.CharField(
+        max_length=16,
+        choices=SuspensionReason.choices,
+        blank=True,
+        default="",
+        help_text="Why a suspended customer is suspended. Only non-payment is lifted by a later payment.",
+    )
+    past_due_since = models.DateTimeField(
+        null=True, blank=True, help_text="When payment became past due; starts the grace period."
+    )
+    stripe_customer_id = models.CharField(
+        max_length=255, null=True, blank=True, unique=True, help_text="Stripe's cus_… id, if billed through Stripe."
+    )
+    last_billing_event_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Creation time of the last Stripe event applied."
+    )
+    needs_review = models.BooleanField(
+        default=False, help_text="Placeholder details (e.g. from an adopted htpasswd file) that staff should complete."
+    )
+    notes = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="customer_email_ci_unique"),
+            models.CheckConstraint(condition=models.Q(status__in=CustomerStatus.values), name="customer_status_valid"),
+            models.CheckConstraint(
+                condition=models.Q(payment_status__in=PaymentStatus.values), name="customer_payment_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+    def save(self, *args, **kwargs):
+        # An empty Stripe id from a form must be NULL, or two customers
+        # without one would collide on the unique index.
+        if not self.stripe_customer_id:
+            self.stripe_customer_id = None
+        self.email = self.email.strip()
+        super().save(*args, **kwargs)
+
+    @property
+    def is_entitled(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class CredentialQuerySet(models.QuerySet):
+    def usable(self, now=None):
+        """Credentials that are neither revoked nor expired."""
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+    def entitled(self, now=None):
+        """Credentials that belong in a tier file right now."""
+        return self.usable(now).filter(customer__status=Customer.Status.ACTIVE)
+
+
+class Credential(TrackedModel):
+    tracked_fields = ("username", "password_hash", "expires_at", "revoked_at")
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="credentials")
+    username = models.CharField(
+        max_length=150,
+        validators=[username_validator],
+        help_text="What the customer types in `docker login`. Unique across all tiers, ignoring case.",
+    )
+    password_hash = models.CharField(max_length=255, help_text="The htpasswd hash. The secret itself is never stored.")
+    label = models.CharField(max_length=100, blank=True, default="", help_text="e.g. “CI” or “laptop”.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="After this moment the credential drops out of the tier file."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = CredentialQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["username"]
+        constraints = [
+            models.UniqueConstraint(Lower("username"), name="credential_username_ci_unique"),
+            models.CheckConstraint(condition=models.Q(username__regex=USERNAME_REGEX), name="credential_username_format"),
+            models.CheckConstraint(
+                condition=~models.Q(password_hash__regex=r"[\s:]") & ~models.Q(password_hash=""),
+                name="credential_hash_format",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.username
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class AuditEvent(models.Model):
+    """One change of entitlement: who, what from what to what, and when."""
+
+    class ActorKind(models.TextChoices):
+        STAFF = "staff", "Staff"
+        WEBHOOK = "webhook", "Billing webhook"
+        COMMAND = "command", "Management command"
+        SHELL = "shell", "Shell / direct ORM"
+        SYSTEM = "system", "System"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_label = models.CharField(max_length=200, blank=True, default="", help_text="Staff username, event id or command.")
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    customer_label = models.CharField(max_length=300, blank=True, default="", help_text="Kept when the customer is deleted.")
+    action = models.CharField(max_length=40, db_index=True)
+    changes = models.JSONField(default=dict, blank=True, help_text='{"field": [old, new]}')
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_kind}:{self.actor_label} {self.action} {self.customer_label}"
+
+
+class BillingEvent(models.Model):
+    """A Stripe event as delivered, stored once under its event id."""
+
+    class Result(models.TextChoices):
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    stripe_event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    event_created_at = models.DateTimeField(null=True, blank=True, help_text="The event's own `created` time.")
+    payload = models.JSONField()
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="billing_events")
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, choices=Result.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="", help_text="What the event did, or why it was ignored.")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_event_id} {self.type}"
+
+
+class TierFileStatus(models.Model):
+    """The outcome of the last attempt to write one tier file.
+
+    A failed write must never be silent: the database change stays committed
+    (it is the truth), and this row lets the admin banner and /healthz show
+    the failure until a later write succeeds.
+    """
+
+    tier_slug = models.CharField(max_length=50, unique=True)
+    entries = models.PositiveIntegerField(default=0)
+    last_written_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "tier file statuses"
+        ordering = ["tier_slug"]
+
+    def __str__(self) -> str:
+        return f"{self.tier_slug}: {'error' if self.last_error else 'ok'}"

@@ -1,0 +1,233 @@
+"""Every change of entitlement, in one place.
+
+The admin, the billing webhook and the management commands change state
+only through these functions. Each runs in one transaction, says who is
+acting (the audit trail records it; see ``audit.py``) and schedules the
+affected tier files to be rewritten when the transaction commits.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from . import passwords, sync
+from .audit import Actor, acting_as
+from .htpasswd import USERNAME_RE
+from .models import Credential, Customer, Tier
+
+Status = Customer.Status
+PaymentStatus = Customer.PaymentStatus
+SuspensionReason = Customer.SuspensionReason
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    credential: Credential
+    # The generated secret, to show once. None when the caller supplied the
+    # password or hash itself.
+    secret: str | None
+
+
+# --- Validation helpers -----------------------------------------------------------
+
+
+def validate_username(username: str, *, exclude_pk: int | None = None) -> str:
+    if not USERNAME_RE.fullmatch(username or ""):
+        raise ValidationError(
+            f"Invalid username {username!r}: use 1 to 150 letters, digits or . _ @ + -, "
+            "starting with a letter or digit.",
+            code="invalid_username",
+        )
+    taken = Credential.objects.annotate(lower=Lower("username")).filter(lower=username.lower())
+    if exclude_pk is not None:
+        taken = taken.exclude(pk=exclude_pk)
+    if taken.exists():
+        raise ValidationError(
+            f"The username {username!r} is already in use (usernames are unique across all tiers, ignoring case).",
+            code="username_taken",
+        )
+    return username
+
+
+def username_from_email(email: str, taken: set[str] | None = None) -> str:
+    """A valid username from an email's local part, unique among ``taken``
+    (lowercased names) and the database."""
+    base = re.sub(r"[^A-Za-z0-9._@+-]", "-", email.split("@", 1)[0]).lstrip("._@+-")[:140] or "customer"
+    candidate, n = base, 1
+    while (taken is not None and candidate.lower() in taken) or Credential.objects.annotate(
+        lower=Lower("username")
+    ).filter(lower=candidate.lower()).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def hash_password(password: str) -> str:
+    try:
+        return passwords.hash_secret(password, settings.HTPASSWD_BCRYPT_ROUNDS)
+    except passwords.PasswordError as exc:
+        raise ValidationError(str(exc), code="invalid_password") from exc
+
+
+# --- Customers ----------------------------------------------------------------------
+
+
+def create_customer(
+    *,
+    name: str,
+    email: str,
+    tier: Tier,
+    actor: Actor,
+    status: str = Status.ACTIVE,
+    payment_status: str = PaymentStatus.CURRENT,
+    stripe_customer_id: str | None = None,
+    needs_review: bool = False,
+) -> Customer:
+    with transaction.atomic(), acting_as(actor):
+        if Customer.objects.filter(email__iexact=email.strip()).exists():
+            raise ValidationError(f"A customer with the email {email!r} already exists.", code="email_taken")
+        customer = Customer(
+            name=name,
+            email=email,
+            tier=tier,
+            status=status,
+            payment_status=payment_status,
+            stripe_customer_id=stripe_customer_id,
+            needs_review=needs_review,
+        )
+        customer.full_clean()
+        customer.save()
+        sync.schedule_rebuild([tier.slug])
+        return customer
+
+
+def _set_status(customer: Customer, status: str, reason: str, actor: Actor) -> Customer:
+    with transaction.atomic(), acting_as(actor):
+        # Lock the row so two staff members (or staff and a webhook) acting
+        # at once apply their changes one after the other.
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.status == status and customer.suspension_reason == reason:
+            return customer
+        customer.status = status
+        customer.suspension_reason = reason
+        customer.save(update_fields=["status", "suspension_reason", "updated_at"])
+        sync.schedule_rebuild([customer.tier.slug])
+        return customer
+
+
+def suspend(customer: Customer, *, actor: Actor, reason: str = SuspensionReason.STAFF) -> Customer:
+    """Take access away, reversibly. A revoked customer stays revoked."""
+    if customer.status == Status.REVOKED:
+        return customer
+    return _set_status(customer, Status.SUSPENDED, reason, actor)
+
+
+def revoke(customer: Customer, *, actor: Actor) -> Customer:
+    """Take access away for good: only staff can reactivate a revoked customer."""
+    return _set_status(customer, Status.REVOKED, SuspensionReason.NONE, actor)
+
+
+def reactivate(customer: Customer, *, actor: Actor) -> Customer:
+    return _set_status(customer, Status.ACTIVE, SuspensionReason.NONE, actor)
+
+
+def change_tier(customer: Customer, tier: Tier, *, actor: Actor) -> Customer:
+    with transaction.atomic(), acting_as(actor):
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.tier_id == tier.pk:
+            return customer
+        old_slug = customer.tier.slug
+        customer.tier = tier
+        customer.save(update_fields=["tier", "updated_at"])
+        # The new tier's file first, so the customer is never in neither.
+        sync.schedule_rebuild([tier.slug], first=True)
+        sync.schedule_rebuild([old_slug])
+        return customer
+
+
+def set_payment_status(customer: Customer, payment_status: str, *, actor: Actor) -> Customer:
+    with transaction.atomic(), acting_as(actor):
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.payment_status == payment_status:
+            return customer
+        if payment_status == PaymentStatus.PAST_DUE and customer.past_due_since is None:
+            customer.past_due_since = timezone.now()
+        elif payment_status != PaymentStatus.PAST_DUE:
+            customer.past_due_since = None
+        customer.payment_status = payment_status
+        customer.save(update_fields=["payment_status", "past_due_since", "updated_at"])
+        return customer
+
+
+def delete_customer(customer: Customer, *, actor: Actor) -> None:
+    with transaction.atomic(), acting_as(actor):
+        slug = customer.tier.slug
+        customer.delete()
+        sync.schedule_rebuild([slug])
+
+
+# --- Credentials ----------------------------------------------------------------------
+
+
+def issue_credential(
+    customer: Customer,
+    *,
+    actor: Actor,
+    username: str | None = None,
+    password: str | None = None,
+    password_hash: str | None = None,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> IssuedCredential:
+    """Give a customer a credential. With neither ``password`` nor
+    ``password_hash``, a secret is generated and returned, to show once."""
+    secret = None
+    if password_hash:
+        try:
+            password_hash, _warning = passwords.normalize_hash(password_hash)
+        except passwords.PasswordError as exc:
+            raise ValidationError(str(exc), code="invalid_hash") from exc
+    elif password:
+        password_hash = hash_password(password)
+    else:
+        secret = passwords.generate_secret()
+        password_hash = hash_password(secret)
+    with transaction.atomic(), acting_as(actor):
+        username = validate_username(username) if username else username_from_email(customer.email)
+        credential = Credential.objects.create(
+            customer=customer, username=username, password_hash=password_hash, label=label, expires_at=expires_at
+        )
+        sync.schedule_rebuild([customer.tier.slug])
+    return IssuedCredential(credential, secret)
+
+
+def rotate_credential(credential: Credential, *, actor: Actor) -> IssuedCredential:
+    """Replace a credential's secret with a new generated one, at once."""
+    secret = passwords.generate_secret()
+    new_hash = hash_password(secret)
+    with transaction.atomic(), acting_as(actor):
+        credential = Credential.objects.select_for_update().select_related("customer__tier").get(pk=credential.pk)
+        credential.password_hash = new_hash
+        credential.rotated_at = timezone.now()
+        credential.revoked_at = None
+        credential.save(update_fields=["password_hash", "rotated_at", "revoked_at"])
+        sync.schedule_rebuild([credential.customer.tier.slug])
+    return IssuedCredential(credential, secret)
+
+
+def revoke_credential(credential: Credential, *, actor: Actor) -> Credential:
+    """Take one credential out of its tier file; the customer keeps the others."""
+    with transaction.atomic(), acting_as(actor):
+        credential = Credential.objects.select_for_update().select_related("customer__tier").get(pk=credential.pk)
+        if credential.revoked_at is None:
+            credential.revoked_at = timezone.now()
+            credential.save(update_fields=["revoked_at"])
+            sync.schedule_rebuild([credential.customer.tier.slug])
+        return credential
