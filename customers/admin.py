@@ -19,7 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import services
+from . import billing, services
 from .audit import Actor, acting_as
 from .models import AuditEvent, BillingEvent, Credential, Customer, Tier, TierFileStatus
 
@@ -89,13 +89,59 @@ class CredentialInline(admin.TabularInline):
         return False  # credentials are issued with "Issue credential", which shows the secret
 
 
+class BillingEventInline(admin.TabularInline):
+    """The customer's payment history: every Stripe event received for them
+    and what it did (the note), newest first."""
+
+    model = BillingEvent
+    verbose_name = "Stripe event"
+    verbose_name_plural = "Payment history (Stripe events)"
+    fields = ("event_created_at", "type", "result", "note", "stripe_event_id", "received_at")
+    readonly_fields = fields
+    ordering = ("-event_created_at", "-id")
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class BillingAccessChangeInline(admin.TabularInline):
+    """What billing did to the customer's access: audit records made by
+    Stripe events and by suspend_lapsed (the grace period)."""
+
+    model = AuditEvent
+    verbose_name = "change made by billing"
+    verbose_name_plural = "Access changes made by billing"
+    fields = ("created_at", "actor_label", "action", "changes", "reason")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(
+            Q(actor_kind=AuditEvent.ActorKind.WEBHOOK)
+            | Q(actor_kind=AuditEvent.ActorKind.COMMAND, actor_label="suspend_lapsed")
+        )
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = ("name", "email", "tier", "status", "payment_status", "credential_count", "updated_at")
     list_filter = ("tier", "status", "payment_status", "needs_review")
     search_fields = ("name", "email", "credentials__username", "stripe_customer_id")
     list_select_related = ("tier",)
-    inlines = [CredentialInline]
+    inlines = [CredentialInline, BillingEventInline, BillingAccessChangeInline]
     actions = ["suspend_selected", "revoke_selected", "reactivate_selected"]
     readonly_fields = ("suspension_reason", "past_due_since", "last_billing_event_at", "created_at", "updated_at")
     fieldsets = (
@@ -326,8 +372,25 @@ class AuditEventAdmin(ReadOnlyAdmin):
 class BillingEventAdmin(ReadOnlyAdmin):
     list_display = ("received_at", "stripe_event_id", "type", "customer", "result", "note")
     list_filter = ("result", "type")
-    search_fields = ("stripe_event_id", "customer__email")
+    search_fields = ("stripe_event_id", "customer__email", "customer__stripe_customer_id")
+    list_select_related = ("customer",)
     exclude = ()
+    actions = ["reprocess_failed"]
+
+    def has_reprocess_permission(self, request) -> bool:
+        return request.user.has_perm("customers.change_billingevent")
+
+    @admin.action(description="Reprocess selected failed events", permissions=["reprocess"])
+    def reprocess_failed(self, request, queryset):
+        counts: dict[str, int] = {}
+        for event in queryset.filter(result=BillingEvent.Result.FAILED):
+            # Recorded as the event acting, with the staff member who asked.
+            actor = Actor(AuditEvent.ActorKind.WEBHOOK, event.stripe_event_id, request.user, "reprocessed by staff")
+            outcome = billing.reprocess(event, actor=actor)
+            counts[outcome.result] = counts.get(outcome.result, 0) + 1
+        summary = ", ".join(f"{n} {result}" for result, n in counts.items()) or "no failed events selected"
+        level = messages.ERROR if counts.get(BillingEvent.Result.FAILED) else messages.SUCCESS
+        self.message_user(request, f"Reprocessed: {summary}.", level)
 
 
 @admin.register(TierFileStatus)

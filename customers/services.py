@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -152,13 +152,16 @@ def change_tier(customer: Customer, tier: Tier, *, actor: Actor) -> Customer:
         return customer
 
 
-def set_payment_status(customer: Customer, payment_status: str, *, actor: Actor) -> Customer:
+def set_payment_status(
+    customer: Customer, payment_status: str, *, actor: Actor, since: datetime | None = None
+) -> Customer:
+    """``since``: when payment became past due (default now); the grace period counts from it."""
     with transaction.atomic(), acting_as(actor):
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
         if customer.payment_status == payment_status:
             return customer
         if payment_status == PaymentStatus.PAST_DUE and customer.past_due_since is None:
-            customer.past_due_since = timezone.now()
+            customer.past_due_since = since or timezone.now()
         elif payment_status != PaymentStatus.PAST_DUE:
             customer.past_due_since = None
         customer.payment_status = payment_status
@@ -231,3 +234,121 @@ def revoke_credential(credential: Credential, *, actor: Actor) -> Credential:
             credential.save(update_fields=["revoked_at"])
             sync.schedule_rebuild([credential.customer.tier.slug])
         return credential
+
+
+# --- Billing ---------------------------------------------------------------------------
+#
+# The Stripe webhook (``billing.py``) and ``suspend_lapsed`` change access only
+# through these. Two rules hold throughout: a revoked customer is never
+# reinstated by billing (only staff can do that), and only a suspension for
+# non-payment is lifted by a payment, never one made by staff.
+
+
+def record_payment_failed(customer: Customer, *, actor: Actor, since: datetime | None = None) -> Customer:
+    """Payment is past due. Access stays until the grace period ends
+    (``suspend_lapsed``), which counts from the first failure, ``since``."""
+    return set_payment_status(customer, PaymentStatus.PAST_DUE, actor=actor, since=since)
+
+
+def record_payment(customer: Customer, *, actor: Actor) -> Customer:
+    """Payment is current again; lift a suspension for non-payment."""
+    with transaction.atomic(), acting_as(actor):
+        customer = set_payment_status(customer, PaymentStatus.CURRENT, actor=actor)
+        if customer.status == Status.SUSPENDED and customer.suspension_reason == SuspensionReason.NONPAYMENT:
+            customer = reactivate(customer, actor=actor)
+        return customer
+
+
+def suspend_for_nonpayment(customer: Customer, *, actor: Actor) -> Customer:
+    """Suspend an active customer for non-payment. A customer already
+    suspended by staff keeps that reason, so a later payment does not lift
+    the staff's suspension; a revoked one stays revoked."""
+    with transaction.atomic(), acting_as(actor):
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.status != Status.ACTIVE:
+            return customer
+        return suspend(customer, actor=actor, reason=SuspensionReason.NONPAYMENT)
+
+
+# Stripe subscription status -> what it means for payment and access. Other
+# statuses (incomplete, paused) leave both as they are.
+SUBSCRIPTION_PAYMENT_STATUS = {
+    "active": PaymentStatus.CURRENT,
+    "trialing": PaymentStatus.CURRENT,
+    "past_due": PaymentStatus.PAST_DUE,
+    "unpaid": PaymentStatus.UNPAID,
+    "canceled": PaymentStatus.CANCELED,
+    "incomplete_expired": PaymentStatus.CANCELED,
+}
+
+
+def apply_subscription_status(
+    customer: Customer,
+    subscription_status: str,
+    *,
+    actor: Actor,
+    tier: Tier | None = None,
+    since: datetime | None = None,
+) -> Customer:
+    """Set payment, access and (when given) tier from a subscription's
+    status. State is taken from the status itself, never toggled, so
+    applying the same status twice changes nothing."""
+    payment_status = SUBSCRIPTION_PAYMENT_STATUS.get(subscription_status)
+    with transaction.atomic(), acting_as(actor):
+        if payment_status == PaymentStatus.CURRENT:
+            customer = record_payment(customer, actor=actor)
+        elif payment_status == PaymentStatus.UNPAID:
+            customer = set_payment_status(customer, payment_status, actor=actor)
+            customer = suspend_for_nonpayment(customer, actor=actor)
+        elif payment_status == PaymentStatus.CANCELED:
+            customer = set_payment_status(customer, payment_status, actor=actor)
+            customer = revoke(customer, actor=actor)
+        elif payment_status is not None:
+            customer = set_payment_status(customer, payment_status, actor=actor, since=since)
+        # A subscription that ended says nothing about a tier any more.
+        if tier is not None and payment_status != PaymentStatus.CANCELED:
+            customer = change_tier(customer, tier, actor=actor)
+        return customer
+
+
+def cancel_subscription(customer: Customer, *, actor: Actor) -> Customer:
+    """The subscription is gone: payment canceled and access revoked for good."""
+    with transaction.atomic(), acting_as(actor):
+        customer = set_payment_status(customer, PaymentStatus.CANCELED, actor=actor)
+        return revoke(customer, actor=actor)
+
+
+def note_billing_event_applied(customer: Customer, event_created_at: datetime) -> Customer:
+    """Remember the creation time of the newest Stripe event applied, so an
+    older one delivered later (Stripe does not keep order) is ignored."""
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.last_billing_event_at is None or customer.last_billing_event_at < event_created_at:
+            customer.last_billing_event_at = event_created_at
+            customer.save(update_fields=["last_billing_event_at", "updated_at"])
+        return customer
+
+
+def lapsed_customers(now: datetime | None = None, grace_days: int | None = None):
+    """Active customers whose payment has been past due for longer than the grace period."""
+    now = now or timezone.now()
+    grace_days = settings.GRACE_PERIOD_DAYS if grace_days is None else grace_days
+    return Customer.objects.filter(
+        status=Status.ACTIVE,
+        payment_status=PaymentStatus.PAST_DUE,
+        past_due_since__lt=now - timedelta(days=grace_days),
+    ).order_by("pk")
+
+
+def suspend_lapsed(*, actor: Actor, now: datetime | None = None, grace_days: int | None = None) -> list[Customer]:
+    """Suspend, for non-payment, every customer past the grace period.
+
+    One transaction for all of them, so each affected tier file is written
+    once on commit however many customers lapse. Only active customers are
+    selected, so running it again changes nothing.
+    """
+    with transaction.atomic(), acting_as(actor):
+        # Locked, so a payment committing meanwhile is either seen (and the
+        # customer no longer selected) or waits and then lifts the suspension.
+        lapsed = lapsed_customers(now, grace_days).select_for_update()
+        return [suspend_for_nonpayment(customer, actor=actor) for customer in lapsed]
