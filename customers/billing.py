@@ -100,14 +100,20 @@ HANDLERS: dict[str, Handler] = {
 
 
 def tier_from_subscription(subscription: dict[str, Any]) -> Tier | None:
-    """The tier whose slug is the first item's price ``lookup_key``, if any."""
+    """The tier named by the first item's price ``lookup_key``, if any.
+
+    The key is a tier slug, or a slug, a dot and anything (``pro.yearly``):
+    Stripe wants lookup keys unique, so a tier sold at several prices needs
+    several keys. Slugs never contain a dot, so the part before the first
+    dot is the slug in both cases.
+    """
     try:
         lookup_key = subscription["items"]["data"][0]["price"]["lookup_key"]
     except (KeyError, IndexError, TypeError):
         return None
     if not isinstance(lookup_key, str) or not lookup_key:
         return None
-    return Tier.objects.filter(slug=lookup_key).first()
+    return Tier.objects.filter(slug=lookup_key.split(".", 1)[0]).first()
 
 
 # --- Parsing ----------------------------------------------------------------------------------

@@ -132,7 +132,13 @@ def test_subscription_tier_follows_the_price_lookup_key(customer, client, htpass
     assert "tier pro → enterprise" in BillingEvent.objects.get().note
 
 
-@pytest.mark.parametrize("lookup_key", ["no-such-tier", None, ""])
+def test_lookup_key_may_carry_a_suffix_after_a_dot(customer, client, htpasswd_dir):
+    post(client, event("customer.subscription.updated", subscription(CUS, "active", lookup_key="enterprise.yearly")))
+    assert fresh(customer).tier.slug == "enterprise"
+    assert file_users(htpasswd_dir, "enterprise") == ["acme"]
+
+
+@pytest.mark.parametrize("lookup_key", ["no-such-tier", "no-such-tier.pro", ".pro", None, ""])
 def test_lookup_key_that_names_no_tier_leaves_the_tier(customer, client, htpasswd_dir, lookup_key):
     post(client, event("customer.subscription.updated", subscription(CUS, "active", lookup_key=lookup_key)))
     assert fresh(customer).tier.slug == "pro"
