@@ -4,11 +4,13 @@ anything unsigned, forged, stale or malformed changes nothing."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -258,6 +260,56 @@ def test_expanded_customer_object_is_matched(customer, client):
     obj["customer"] = {"id": CUS, "object": "customer"}
     post(client, event("invoice.payment_failed", obj))
     assert fresh(customer).payment_status == "past_due"
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs row locks across connections; the SQLite test database is shared-cache in-memory",
+)
+def test_concurrent_deliveries_of_one_event_apply_it_once(customer, monkeypatch):
+    payload = event("invoice.payment_failed", invoice(CUS, paid=False))
+    entered, release = threading.Event(), threading.Event()
+    real = billing.HANDLERS["invoice.payment_failed"]
+
+    def slow(customer, delivery):
+        entered.set()
+        release.wait(10)
+        return real(customer, delivery)
+
+    monkeypatch.setitem(billing.HANDLERS, "invoice.payment_failed", slow)
+    results: dict[str, str] = {}
+
+    def deliver(name: str) -> None:
+        try:
+            results[name] = billing.receive(payload).result
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=deliver, args=("first",))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=deliver, args=("second",))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting on the unique event id until the first commits
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert results == {"first": "processed", "second": "duplicate"}
+    assert BillingEvent.objects.count() == 1
+    assert AuditEvent.objects.filter(customer=customer, action="payment_status_changed").count() == 1
+
+
+def test_body_the_database_cannot_store_is_never_a_500(customer, client):
+    # PostgreSQL's jsonb refuses \u0000; SQLite stores it. Either way, no 500.
+    payload = event("invoice.payment_failed", invoice("cus_\u0000", paid=False))
+    body = json.dumps(payload).encode()
+    assert b"cus_\\u0000" in body
+    response = post(client, body)
+    assert response.status_code in (200, 400), response.content
+    if response.status_code == 400:
+        assert BillingEvent.objects.count() == 0
+    assert fresh(customer).payment_status == "current"
 
 
 # --- Failures are kept and retried -------------------------------------------------------------
