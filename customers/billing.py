@@ -181,7 +181,8 @@ def receive(data: dict[str, Any]) -> Outcome:
             if stored.result != Result.FAILED:
                 return Outcome(DUPLICATE, f"already received ({stored.result or 'in progress'})", stored)
         except DataError as exc:  # e.g. a \u0000 that PostgreSQL's jsonb refuses
-            raise InvalidEvent(f"the event cannot be stored: {exc}") from exc
+            logger.warning("Stripe event %s cannot be stored: %s", data["id"], exc)
+            raise InvalidEvent("the event cannot be stored (the database refused its content)") from exc
         return _process(stored, Actor.webhook(stored.stripe_event_id, reason=stored.type))
 
 

@@ -142,6 +142,8 @@ HTPASSWD_LOCK_TIMEOUT = env.float("HTPASSWD_LOCK_TIMEOUT", default=10.0)
 
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="") or None
 GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
+if GRACE_PERIOD_DAYS < 0:
+    raise ImproperlyConfigured("GRACE_PERIOD_DAYS must be 0 or more.")
 # The host customers type in `docker login`; shown next to a new secret.
 REGISTRY_HOST = env.str("REGISTRY_HOST", default="registry.example.com")
 

@@ -483,3 +483,12 @@ def test_grace_period_then_payment_round_trip(customer, client, htpasswd_dir):
     post(client, event("invoice.paid", invoice(CUS, paid=True)))
     assert fresh(customer).status == "active"
     assert apache_verifies(htpasswd_dir / "pro.htpasswd", "acme", "pw-acme")
+
+
+def test_system_check_warns_about_an_api_key_in_place_of_the_signing_secret(settings):
+    from customers.checks import check_stripe_settings
+
+    settings.STRIPE_WEBHOOK_SECRET = "sk_live_not_a_signing_secret"
+    assert [w.id for w in check_stripe_settings()] == ["customers.W401"]
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_abc"
+    assert check_stripe_settings() == []
