@@ -19,7 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import billing, services
+from . import billing, billing_history, services
 from .audit import Actor, acting_as
 from .models import AuditEvent, BillingEvent, Credential, Customer, Tier, TierFileStatus
 
@@ -89,61 +89,23 @@ class CredentialInline(admin.TabularInline):
         return False  # credentials are issued with "Issue credential", which shows the secret
 
 
-class BillingEventInline(admin.TabularInline):
-    """The customer's payment history: every Stripe event received for them
-    and what it did (the note), newest first."""
-
-    model = BillingEvent
-    verbose_name = "Stripe event"
-    verbose_name_plural = "Payment history (Stripe events)"
-    fields = ("event_created_at", "type", "result", "note", "stripe_event_id", "received_at")
-    readonly_fields = fields
-    ordering = ("-event_created_at", "-id")
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class BillingAccessChangeInline(admin.TabularInline):
-    """What billing did to the customer's access: audit records made by
-    Stripe events and by suspend_lapsed (the grace period)."""
-
-    model = AuditEvent
-    verbose_name = "change made by billing"
-    verbose_name_plural = "Access changes made by billing"
-    fields = ("created_at", "actor_label", "action", "changes", "reason")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(
-            Q(actor_kind=AuditEvent.ActorKind.WEBHOOK)
-            | Q(actor_kind=AuditEvent.ActorKind.COMMAND, actor_label="suspend_lapsed")
-        )
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = ("name", "email", "tier", "status", "payment_status", "credential_count", "updated_at")
     list_filter = ("tier", "status", "payment_status", "needs_review")
     search_fields = ("name", "email", "credentials__username", "stripe_customer_id")
     list_select_related = ("tier",)
-    inlines = [CredentialInline, BillingEventInline, BillingAccessChangeInline]
+    inlines = [CredentialInline]
     actions = ["suspend_selected", "revoke_selected", "reactivate_selected"]
-    readonly_fields = ("suspension_reason", "past_due_since", "last_billing_event_at", "created_at", "updated_at")
+    readonly_fields = (
+        "suspension_reason",
+        "past_due_since",
+        "last_billing_event_at",
+        "created_at",
+        "updated_at",
+        "payment_history",
+        "billing_access_changes",
+    )
     fieldsets = (
         (None, {"fields": ("name", "email", "tier", "status", "notes", "needs_review")}),
         (
@@ -151,6 +113,7 @@ class CustomerAdmin(admin.ModelAdmin):
             {"fields": ("payment_status", "past_due_since", "stripe_customer_id", "last_billing_event_at")},
         ),
         ("History", {"fields": ("suspension_reason", "created_at", "updated_at")}),
+        ("Payment history", {"fields": ("payment_history", "billing_access_changes")}),
     )
 
     def get_queryset(self, request):
@@ -161,6 +124,14 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description="credentials", ordering="_credential_count")
     def credential_count(self, obj):
         return obj._credential_count
+
+    @admin.display(description="Stripe events")
+    def payment_history(self, obj):
+        return billing_history.payment_history(obj)
+
+    @admin.display(description="What billing did to access")
+    def billing_access_changes(self, obj):
+        return billing_history.billing_access_changes(obj)
 
     def get_readonly_fields(self, request, obj=None):
         # Status changes go through the actions, which record why.

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -455,6 +456,22 @@ def test_admin_reprocesses_a_failed_event(customer, client, admin_client, htpass
     assert (audit.actor_kind, audit.actor_label, audit.actor_user.username) == ("webhook", stored.stripe_event_id, "admin")
 
 
+def test_reprocess_needs_the_change_billing_event_permission(customer, client, django_user_model, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setitem(billing.HANDLERS, "customer.subscription.deleted", explode)
+        post(client, event("customer.subscription.deleted", subscription(CUS, "canceled")))
+    stored = BillingEvent.objects.get()
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_billingevent"))
+    client.force_login(viewer)
+    changelist = reverse("admin:customers_billingevent_changelist")
+    assert "reprocess_failed" not in client.get(changelist).content.decode()
+    client.post(changelist, {"action": "reprocess_failed", "_selected_action": [stored.pk]})
+    stored.refresh_from_db()
+    assert stored.result == "failed"
+    assert fresh(customer).status == "active"
+
+
 def test_customer_page_shows_payment_history_and_what_billing_did(customer, client, admin_client):
     now = int(time.time())
     failed = event("invoice.payment_failed", invoice(CUS, paid=False), created=now - 10)
@@ -467,6 +484,27 @@ def test_customer_page_shows_payment_history_and_what_billing_did(customer, clie
     assert failed["id"] in html and unpaid["id"] in html
     assert "invoice.payment_failed" in html
     assert "access active → suspended" in html
+
+    assert "suspend" in html and "nonpayment" in html  # the audit record of the suspension
+
+    # Read-only tables, not inlines: a change-form POST needs no extra formset data.
+    response = admin_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {
+            "name": "Acme Corp",
+            "email": "ops@acme.io",
+            "tier": customer.tier_id,
+            "payment_status": "past_due",
+            "stripe_customer_id": CUS,
+            "notes": "",
+            "credentials-TOTAL_FORMS": "1",
+            "credentials-INITIAL_FORMS": "1",
+            "credentials-0-id": customer.credentials.get().pk,
+            "credentials-0-customer": customer.pk,
+        },
+    )
+    assert response.status_code == 302, response.content
+    assert fresh(customer).name == "Acme Corp"
 
     listing = admin_client.get(reverse("admin:customers_billingevent_changelist") + "?result__exact=processed")
     assert listing.status_code == 200
