@@ -46,7 +46,7 @@ class Delivery:
     event_id: str
     type: str
     created_at: datetime
-    object: dict[str, Any]
+    obj: dict[str, Any]
     actor: Actor
 
 
@@ -77,11 +77,11 @@ def invoice_paid(customer: Customer, delivery: Delivery) -> Customer:
 
 
 def subscription_updated(customer: Customer, delivery: Delivery) -> Customer:
-    status = delivery.object.get("status")
+    status = delivery.obj.get("status")
     if not isinstance(status, str):
         raise ValueError("the subscription in the event has no status")
     return services.apply_subscription_status(
-        customer, status, actor=delivery.actor, tier=tier_from_subscription(delivery.object), since=delivery.created_at
+        customer, status, actor=delivery.actor, tier=tier_from_subscription(delivery.obj), since=delivery.created_at
     )
 
 
