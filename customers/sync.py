@@ -39,9 +39,12 @@ def tier_path(slug: str) -> Path:
 
 def entitled_entries(slug: str, now=None) -> list[tuple[str, str]]:
     """The ``(username, hash)`` pairs that belong in the tier's file now."""
+    # No ORDER BY: the writer sorts in Python, by code point, the same way on
+    # every database (PostgreSQL's collation would order names differently).
     return list(
         Credential.objects.entitled(now)
         .filter(customer__tier__slug=slug)
+        .order_by()
         .values_list("username", "password_hash")
     )
 
