@@ -203,11 +203,13 @@ def _process(stored: BillingEvent, actor: Actor) -> Outcome:
     obj = stored.payload["data"]["object"]
     handler = HANDLERS.get(stored.type)
     customer_id = stripe_customer_id(obj)
-    # Locking the customer serialises events for it, so the age check below
-    # and the update of last_billing_event_at cannot interleave.
-    customer = (
-        Customer.objects.select_for_update().filter(stripe_customer_id=customer_id).first() if customer_id else None
-    )
+    customers = Customer.objects.filter(stripe_customer_id=customer_id) if customer_id else Customer.objects.none()
+    if handler is not None:
+        # Locking the customer serialises the events applied to it, so the
+        # age check below and the update of last_billing_event_at cannot
+        # interleave with another delivery's.
+        customers = customers.select_for_update()
+    customer = customers.first()
     stored.customer = customer
     stored.error = ""
     if handler is None:

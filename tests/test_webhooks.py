@@ -301,6 +301,46 @@ def test_concurrent_deliveries_of_one_event_apply_it_once(customer, monkeypatch)
     assert AuditEvent.objects.filter(customer=customer, action="payment_status_changed").count() == 1
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs row locks across connections; the SQLite test database is shared-cache in-memory",
+)
+def test_older_event_racing_a_newer_one_waits_for_it_and_is_ignored(customer, monkeypatch):
+    now = int(time.time())
+    newer = event("customer.subscription.updated", subscription(CUS, "active"), created=now)
+    older = event("customer.subscription.updated", subscription(CUS, "unpaid"), created=now - 60)
+    entered, release = threading.Event(), threading.Event()
+    real = billing.HANDLERS["customer.subscription.updated"]
+
+    def slow_for_the_newer(customer, delivery):
+        if delivery.event_id == newer["id"]:
+            entered.set()
+            release.wait(10)
+        return real(customer, delivery)
+
+    monkeypatch.setitem(billing.HANDLERS, "customer.subscription.updated", slow_for_the_newer)
+    results: dict[str, str] = {}
+
+    def deliver(payload: dict) -> None:
+        try:
+            results[payload["id"]] = billing.receive(payload).result
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=deliver, args=(newer,))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=deliver, args=(older,))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the customer's lock
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert results == {newer["id"]: "processed", older["id"]: "ignored"}
+    assert (fresh(customer).status, fresh(customer).payment_status) == ("active", "current")
+
+
 def test_body_the_database_cannot_store_is_never_a_500(customer, client):
     # PostgreSQL's jsonb refuses \u0000; SQLite stores it. Either way, no 500.
     payload = event("invoice.payment_failed", invoice("cus_\u0000", paid=False))
