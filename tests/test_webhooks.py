@@ -263,10 +263,6 @@ def test_expanded_customer_object_is_matched(customer, client):
     assert fresh(customer).payment_status == "past_due"
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="needs row locks across connections; the SQLite test database is shared-cache in-memory",
-)
 def test_concurrent_deliveries_of_one_event_apply_it_once(customer, monkeypatch):
     payload = event("invoice.payment_failed", invoice(CUS, paid=False))
     entered, release = threading.Event(), threading.Event()
@@ -301,10 +297,6 @@ def test_concurrent_deliveries_of_one_event_apply_it_once(customer, monkeypatch)
     assert AuditEvent.objects.filter(customer=customer, action="payment_status_changed").count() == 1
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="needs row locks across connections; the SQLite test database is shared-cache in-memory",
-)
 def test_older_event_racing_a_newer_one_waits_for_it_and_is_ignored(customer, monkeypatch):
     now = int(time.time())
     newer = event("customer.subscription.updated", subscription(CUS, "active"), created=now)
