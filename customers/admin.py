@@ -225,7 +225,7 @@ class CustomerAdmin(admin.ModelAdmin):
         when the form is posted back with ``confirmed=yes``."""
         customers = list(
             queryset.select_related("tier").annotate(
-                _usable_credentials=Count(
+                usable_credentials=Count(
                     "credentials",
                     filter=Q(credentials__revoked_at__isnull=True)
                     & (Q(credentials__expires_at__isnull=True) | Q(credentials__expires_at__gt=timezone.now())),

@@ -51,9 +51,11 @@ def describe_grace(remaining: timedelta | None) -> str:
     if remaining is None:
         return ""
     days = remaining.total_seconds() / 86400
-    if days > 0:
-        return f"{days:.1f} days left" if days < 1 else f"{int(days)} day(s) left"
-    return f"lapsed {int(-days)} day(s) ago" if days <= -1 else "lapsed today"
+    if 0 < days < 1:
+        return f"{days * 24:.0f} hour(s) left"
+    if days >= 1:
+        return f"{round(days)} day(s) left"
+    return f"lapsed {round(-days)} day(s) ago" if days <= -1 else "lapsed today"
 
 
 # --- Dashboard ----------------------------------------------------------------------
