@@ -77,17 +77,24 @@ class RotateCredentialForm(forms.Form):
     overlap = forms.ChoiceField(
         choices=OVERLAP_CHOICES,
         required=False,
-        widget=forms.RadioSelect,
+        widget=forms.RadioSelect(attrs={"class": "radiolist"}),
         help_text=(
             "With an overlap the new secret gets a new username, and the old username and secret keep "
             "working until then (at most 7 days), so the customer's CI can switch without downtime."
         ),
     )
-    old_works_until = forms.DateTimeField(required=False, help_text="With “until”: e.g. 2027-01-31 12:00 (UTC).")
-    username = forms.CharField(
-        required=False, max_length=150, help_text="With an overlap: the new username. Empty: the old one plus -r2, -r3…"
+    old_works_until = forms.DateTimeField(
+        required=False, label="Old secret works until", help_text="With “until”: e.g. 2027-01-31 12:00 (UTC)."
     )
-    expires_at = forms.DateTimeField(required=False, help_text="With an overlap: optional expiry of the new credential.")
+    username = forms.CharField(
+        required=False,
+        max_length=150,
+        label="New username",
+        help_text="With an overlap. Empty: the old one plus -r2, -r3…",
+    )
+    expires_at = forms.DateTimeField(
+        required=False, label="New credential expires at", help_text="With an overlap; optional."
+    )
 
     def clean(self):
         data = super().clean()
@@ -103,6 +110,11 @@ class RotateCredentialForm(forms.Form):
         else:
             data["overlap_until"] = now + OVERLAP_DURATIONS[overlap] if overlap else None
         return data
+
+
+def admin_form(form: forms.Form, fields: list[str]) -> admin.helpers.AdminForm:
+    """Lay a plain form out like the admin's own change forms."""
+    return admin.helpers.AdminForm(form, [(None, {"fields": fields})], prepopulated_fields={})
 
 
 def render_secret_page(request, admin_site, issued: services.IssuedCredential, title: str, **extra):
@@ -312,6 +324,7 @@ class CustomerAdmin(admin.ModelAdmin):
             "title": f"Issue a credential to {customer.name}",
             "customer": customer,
             "form": form,
+            "adminform": admin_form(form, ["token", "username", "label", "expires_at"]),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/customers/issue_credential.html", context)
@@ -452,6 +465,7 @@ class CredentialAdmin(admin.ModelAdmin):
             "credential": credential,
             "customer": customer,
             "form": form,
+            "adminform": admin_form(form, ["token", "overlap", "old_works_until", "username", "expires_at"]),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/customers/rotate_credential.html", context)
