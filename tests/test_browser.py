@@ -15,6 +15,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
 from customers.models import AuditEvent, Credential, Customer  # noqa: E402
@@ -94,8 +95,9 @@ def test_staff_filters_lapsed_customers_and_revokes_two_with_confirmation(
     page.get_by_role("link", name="Customers", exact=True).first.click()
     page.wait_for_url("**/admin/customers/customer/")
     page.click("#changelist-filter >> text=Lapsed: past due over 7 days")
+    page.wait_for_url("**/admin/customers/customer/?grace=lapsed")
     rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 2
+    expect(rows).to_have_count(2)
     listed = rows.all_inner_texts()
     assert any("ops@lapsed-one.io" in row for row in listed) and any("ci@lapsed-two.io" in row for row in listed)
 
@@ -103,6 +105,7 @@ def test_staff_filters_lapsed_customers_and_revokes_two_with_confirmation(
         page.locator("#result_list tbody tr", has_text=email).locator("input.action-select").check()
     page.select_option("select[name=action]", "revoke_selected")
     page.click("button[name=index]")
+    page.wait_for_selector("#losing-access")
 
     losing = page.locator("#losing-access").inner_text()
     assert "ops@lapsed-one.io" in losing and "ci@lapsed-two.io" in losing and "dev@in-grace.io" not in losing
@@ -143,6 +146,7 @@ def test_rotation_shows_the_secret_once_and_reloading_does_not_show_it_again(
     page.check("input[name=overlap][value='24h']")
     shoot(page, screenshots, "rotate-form.png")
     page.click("input[value='Rotate secret']")
+    page.wait_for_selector("#credential-secret")
 
     secret = page.locator("#credential-secret").inner_text().strip()
     username = page.locator("#credential-username").inner_text().strip()
