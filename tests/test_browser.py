@@ -142,6 +142,7 @@ def test_rotation_shows_the_secret_once_and_reloading_does_not_show_it_again(
     customer = cycle["paying"]
     page.goto(reverse("admin:customers_customer_change", args=[customer.pk]))
     assert "in the enterprise tier file now" in page.locator("#access-report h2").inner_text()
+    shoot(page, screenshots, "customer-access.png")
     page.locator("#access-credentials tr[data-username=team]").locator("a.rotate-link").click()
     page.check("input[name=overlap][value='24h']")
     shoot(page, screenshots, "rotate-form.png")
