@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from . import dashboard, services
 from . import permissions as perms
 from .audit import Actor, acting_as
-from .models import AuditEvent, BillingEvent, Credential, Customer, Tier, TierFileStatus
+from .models import AuditEvent, BillingEvent, Credential, Customer, SuspensionReason, Tier, TierFileStatus
 
 # --- Show a secret once -----------------------------------------------------------------
 #
@@ -165,7 +165,7 @@ class CustomerAdmin(admin.ModelAdmin):
     list_filter = (GracePeriodFilter, "status", "payment_status", "tier", "needs_review")
     search_fields = ("name", "email", "credentials__username", "stripe_customer_id")
     list_select_related = ("tier",)
-    actions = ["suspend_selected", "revoke_selected", "reactivate_selected"]
+    actions = ["suspend_nonpayment_selected", "suspend_selected", "revoke_selected", "reactivate_selected"]
     readonly_fields = ("suspension_reason", "past_due_since", "last_billing_event_at", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "email", "tier", "status", "notes", "needs_review")}),
@@ -264,8 +264,22 @@ class CustomerAdmin(admin.ModelAdmin):
             return self._apply(request, queryset, services.suspend, "Suspended")
         return self._confirm(
             request, queryset, "suspend_selected", "Suspend",
-            "They lose access on their next request. A later payment reinstates customers suspended for "
-            "non-payment; these are suspended by staff, so only staff can reactivate them.",
+            "They lose access on their next request. They are suspended by staff, so a payment does not "
+            "reinstate them: only staff can reactivate them.",
+        )
+
+    @admin.action(description="Suspend selected customers for non-payment…", permissions=["suspend"])
+    def suspend_nonpayment_selected(self, request, queryset):
+        if request.POST.get("confirmed") == "yes":
+            return self._apply(
+                request, queryset,
+                lambda customer, actor: services.suspend(customer, actor=actor, reason=SuspensionReason.NONPAYMENT),
+                "Suspended",
+            )
+        return self._confirm(
+            request, queryset, "suspend_nonpayment_selected", "Suspend",
+            "They lose access on their next request. Their next payment (invoice.paid) reinstates them "
+            "automatically, as suspend_lapsed would.",
         )
 
     @admin.action(description="Revoke selected customers…", permissions=["revoke"])

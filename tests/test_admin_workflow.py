@@ -447,3 +447,12 @@ def test_a_good_login_resets_the_failure_count(client, settings, support_user):
     client.logout()
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert client.post(login, {"username": "sam-support", "password": "wrong"}).status_code == 200
+
+
+def test_suspend_for_nonpayment_records_the_reason_billing_lifts(client, support_user, billing_cycle, htpasswd_dir):
+    client.force_login(support_user)
+    customer = billing_cycle["lapsed1"]
+    assert post_action(client, "suspend_nonpayment_selected", [customer]).status_code == 302
+    customer = Customer.objects.get(pk=customer.pk)
+    assert (customer.status, customer.suspension_reason) == ("suspended", "nonpayment")
+    assert "ops" not in file_users(htpasswd_dir, "pro")
