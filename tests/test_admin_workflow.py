@@ -456,3 +456,21 @@ def test_suspend_for_nonpayment_records_the_reason_billing_lifts(client, support
     customer = Customer.objects.get(pk=customer.pk)
     assert (customer.status, customer.suspension_reason) == ("suspended", "nonpayment")
     assert "ops" not in file_users(htpasswd_dir, "pro")
+
+
+def test_billing_admin_revokes_several_credentials_with_one_write_per_tier(
+    client, billing_admin, billing_cycle, htpasswd_dir, monkeypatch
+):
+    client.force_login(billing_admin)
+    writes = []
+    real = htpasswd.write_atomic
+    monkeypatch.setattr(htpasswd, "write_atomic", lambda path, *a, **kw: writes.append(path.stem) or real(path, *a, **kw))
+    chosen = Credential.objects.filter(username__in=["ops", "ci", "it"])
+    response = client.post(
+        "/admin/customers/credential/",
+        {"action": "revoke_selected_credentials", "_selected_action": [c.pk for c in chosen], "index": "0"},
+    )
+    assert response.status_code == 302
+    assert sorted(writes) == ["enterprise", "pro"]
+    assert file_users(htpasswd_dir, "pro") == ["dev", "team"] and file_users(htpasswd_dir, "enterprise") == []
+    assert statuses(billing_cycle["lapsed1"], billing_cycle["lapsed_ent"]) == ["active", "active"]
