@@ -139,7 +139,8 @@ def tier_file_states(now: datetime | None = None) -> list[TierFileState]:
         try:
             text = htpasswd.read_text(path)
             if text is not None:
-                entries = len(htpasswd.parse(text)[0])
+                # Counted, not parsed: find_drift has already validated the lines.
+                entries = sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
                 modified_at = datetime.fromtimestamp(os.stat(path).st_mtime, tz=timezone.get_current_timezone())
         except OSError:
             pass
