@@ -159,7 +159,9 @@ def summary(now: datetime | None = None) -> dict:
         "lapsed_count": lapsed(Customer.objects.exclude(status=Customer.Status.REVOKED), now).count(),
         "recent_changes": recent_changes(),
         "tier_files": files,
-        "tier_files_bad": [state for state in files if not state.ok],
+        # Failed writes have their own banner on every admin page
+        # (context_processors.tier_file_alerts); this one is for drift.
+        "tier_files_bad": [state for state in files if state.drift is not None],
         "grace_period_days": settings.GRACE_PERIOD_DAYS,
     }
 

@@ -214,10 +214,14 @@ def test_dashboard_banner_for_drift_and_failed_writes(client, billing_admin, bil
     html = client.get("/admin/").content.decode()
     banner = html.split('id="tier-file-banner"')[1].split("</ul>")[0]
     assert "The pro tier file is not what the database says" in banner and "missing ops" in banner
-    assert "No space left on device" in banner
+    failure_banner = html.split('id="tier-file-alert"')[1].split("</ul>")[0]
+    assert "The enterprise tier file could not be written" in failure_banner
+    assert "No space left on device" in failure_banner
+    files = html.split('id="dashboard-files"')[1].split("</table>")[0]
+    assert "write failed" in files and "differs from the database" in files
     call_command("sync_htpasswd", stdout=open("/dev/null", "w"))
     html = client.get("/admin/").content.decode()
-    assert 'id="tier-file-banner"' not in html
+    assert 'id="tier-file-banner"' not in html and 'id="tier-file-alert"' not in html
 
 
 def test_staff_without_customer_view_permission_get_no_dashboard(client, db):
@@ -433,6 +437,7 @@ def test_failed_staff_logins_are_rate_limited(client, settings, support_user):
     # Even the right password is refused during the cool-off.
     response = client.post(login, {"username": "sam-support", "password": PASSWORD})
     assert response.status_code == 429 and b"Too many failed logins" in response.content
+    assert b"registry-admin" in response.content
     assert "_auth_user_id" not in client.session
     # Another staff member is not locked out by it.
     make_staff("other")
