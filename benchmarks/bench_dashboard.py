@@ -10,6 +10,7 @@ tier file). Prints the median of a few runs of each.
 
 BENCH_DATABASE_URL may name an empty PostgreSQL database to use instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,9 @@ def median_ms(fn) -> float:
 
 
 def populate(n: int) -> None:
-    tiers = [Tier.objects.create(slug=slug, name=slug.title(), position=i) for i, slug in enumerate(["basic", "pro", "ent"])]
+    tiers = [
+        Tier.objects.create(slug=slug, name=slug.title(), position=i) for i, slug in enumerate(["basic", "pro", "ent"])
+    ]
     now = timezone.now()
     customers = [
         Customer(
@@ -70,7 +73,10 @@ def populate(n: int) -> None:
     Customer.objects.bulk_create(customers, batch_size=2000)
     password_hash = passwords.hash_secret("benchmark-secret", 4)
     Credential.objects.bulk_create(
-        [Credential(customer=c, username=f"user{i}", password_hash=password_hash) for i, c in enumerate(Customer.objects.all())],
+        [
+            Credential(customer=c, username=f"user{i}", password_hash=password_hash)
+            for i, c in enumerate(Customer.objects.all())
+        ],
         batch_size=2000,
     )
     sync.sync_all()
@@ -82,8 +88,10 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     populate(n)
-    print(f"{n} customers, 3 tiers, database {os.environ['DATABASE_URL'].split(':')[0]} "
-          f"(populated in {time.perf_counter() - started:.1f} s)")
+    print(
+        f"{n} customers, 3 tiers, database {os.environ['DATABASE_URL'].split(':')[0]} "
+        f"(populated in {time.perf_counter() - started:.1f} s)"
+    )
     client = Client()
     client.force_login(User.objects.create_superuser("bench", "bench@example.com", "x"))
     customer = Customer.objects.filter(payment_status="past_due").last()
@@ -95,7 +103,7 @@ def main() -> None:
     }
     for label, url in pages.items():
         assert client.get(url).status_code == 200, url
-        print(f"{label:32s} {median_ms(lambda: client.get(url)):8.1f} ms (median of {RUNS})")
+        print(f"{label:32s} {median_ms(lambda url=url: client.get(url)):8.1f} ms (median of {RUNS})")
 
 
 if __name__ == "__main__":

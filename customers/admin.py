@@ -69,7 +69,12 @@ OVERLAP_CHOICES = [
     ("7d", "7 days"),
     ("until", "Until the time below"),
 ]
-OVERLAP_DURATIONS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "3d": timedelta(days=3), "7d": timedelta(days=7)}
+OVERLAP_DURATIONS = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(days=1),
+    "3d": timedelta(days=3),
+    "7d": timedelta(days=7),
+}
 
 
 class RotateCredentialForm(forms.Form):
@@ -375,7 +380,11 @@ def already_submitted(model_admin, request, customer):
 @admin.register(Credential)
 class CredentialAdmin(admin.ModelAdmin):
     list_display = ("username", "customer", "tier", "label", "created_at", "expires_at", "revoked_at", "state")
-    list_filter = ("customer__tier", ("revoked_at", admin.EmptyFieldListFilter), ("expires_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "customer__tier",
+        ("revoked_at", admin.EmptyFieldListFilter),
+        ("expires_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("username", "customer__name", "customer__email")
     list_select_related = ("customer__tier",)
     readonly_fields = ("customer", "username", "created_at", "rotated_at", "revoked_at")

@@ -4,6 +4,7 @@ Installed through ``RegistryAdminConfig`` (in INSTALLED_APPS instead of
 ``django.contrib.admin``), Django's documented way to replace the default
 site: every ``@admin.register`` still goes to ``admin.site``.
 """
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -4,6 +4,7 @@ Nothing here changes state. The questions answered are the ones staff ask
 at the end of a billing cycle: who is lapsed, what changed recently, are the
 tier files what the database says, and why can this customer not pull?
 """
+
 from __future__ import annotations
 
 import os

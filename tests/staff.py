@@ -4,6 +4,7 @@ Transactional tests flush the database after each test, which also removes
 the groups created by the data migration, so ``staff_groups`` re-creates
 them from the migration's own (frozen) definition.
 """
+
 from __future__ import annotations
 
 import importlib

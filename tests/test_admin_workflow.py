@@ -2,11 +2,13 @@
 dashboard, the lapsed filter, bulk actions with confirmation, rotation (with
 and without overlap), single-credential revocation, the "why can't they
 pull?" panel, permissions enforced on the actions, and login rate limiting."""
+
 from __future__ import annotations
 
 import re
 import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group
@@ -65,8 +67,13 @@ def test_migration_creates_the_support_and_billing_admin_groups():
     support = set(Group.objects.get(name="support").permissions.values_list("codename", flat=True))
     billing = set(Group.objects.get(name="billing admin").permissions.values_list("codename", flat=True))
     assert {"view_customer", "view_credential", "suspend_customer"} <= support
-    assert not support & {"revoke_customer", "reactivate_customer", "rotate_credential", "revoke_credential",
-                          "change_customer"}
+    assert not support & {
+        "revoke_customer",
+        "reactivate_customer",
+        "rotate_credential",
+        "revoke_credential",
+        "change_customer",
+    }
     assert support | {"revoke_customer", "reactivate_customer", "rotate_credential", "revoke_credential"} <= billing
 
 
@@ -143,7 +150,9 @@ def test_lapsed_filter_lists_only_customers_past_the_grace_period(client, billin
     assert billing_cycle["grace"].email in in_grace and billing_cycle["lapsed1"].email not in in_grace
 
 
-def test_bulk_revoke_shows_who_loses_access_before_changing_anything(client, billing_admin, billing_cycle, htpasswd_dir):
+def test_bulk_revoke_shows_who_loses_access_before_changing_anything(
+    client, billing_admin, billing_cycle, htpasswd_dir
+):
     client.force_login(billing_admin)
     already = services.suspend(billing_cycle["lapsed_ent"], actor=COMMAND)
     before = {p.name: p.read_bytes() for p in htpasswd_dir.glob("*.htpasswd")}
@@ -158,11 +167,15 @@ def test_bulk_revoke_shows_who_loses_access_before_changing_anything(client, bil
     assert {p.name: p.read_bytes() for p in htpasswd_dir.glob("*.htpasswd")} == before
 
 
-def test_confirmed_bulk_revoke_writes_each_tier_file_once(client, billing_admin, billing_cycle, htpasswd_dir, monkeypatch):
+def test_confirmed_bulk_revoke_writes_each_tier_file_once(
+    client, billing_admin, billing_cycle, htpasswd_dir, monkeypatch
+):
     client.force_login(billing_admin)
     writes = []
     real = htpasswd.write_atomic
-    monkeypatch.setattr(htpasswd, "write_atomic", lambda path, *a, **kw: writes.append(path.stem) or real(path, *a, **kw))
+    monkeypatch.setattr(
+        htpasswd, "write_atomic", lambda path, *a, **kw: writes.append(path.stem) or real(path, *a, **kw)
+    )
     chosen = [billing_cycle["lapsed1"], billing_cycle["lapsed2"], billing_cycle["lapsed_ent"]]
     response = post_action(client, "revoke_selected", chosen)
     assert response.status_code == 302
@@ -208,8 +221,8 @@ def test_dashboard_banner_for_drift_and_failed_writes(client, billing_admin, bil
     path = htpasswd_dir / "pro.htpasswd"
     path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if not line.startswith("ops:")))
     TierFileStatus.objects.update_or_create(
-        tier_slug="enterprise", defaults={"last_error": "OSError: [Errno 28] No space left on device",
-                                          "last_error_at": timezone.now()},
+        tier_slug="enterprise",
+        defaults={"last_error": "OSError: [Errno 28] No space left on device", "last_error_at": timezone.now()},
     )
     html = client.get("/admin/").content.decode()
     banner = html.split('id="tier-file-banner"')[1].split("</ul>")[0]
@@ -219,7 +232,7 @@ def test_dashboard_banner_for_drift_and_failed_writes(client, billing_admin, bil
     assert "No space left on device" in failure_banner
     files = html.split('id="dashboard-files"')[1].split("</table>")[0]
     assert "write failed" in files and "differs from the database" in files
-    call_command("sync_htpasswd", stdout=open("/dev/null", "w"))
+    call_command("sync_htpasswd", stdout=StringIO())
     html = client.get("/admin/").content.decode()
     assert 'id="tier-file-banner"' not in html and 'id="tier-file-alert"' not in html
 
@@ -233,7 +246,9 @@ def test_staff_without_customer_view_permission_get_no_dashboard(client, db):
 # --- Credentials ------------------------------------------------------------------------------------
 
 
-def test_rotation_shows_the_secret_once_and_a_resubmission_shows_nothing(client, billing_admin, billing_cycle, htpasswd_dir):
+def test_rotation_shows_the_secret_once_and_a_resubmission_shows_nothing(
+    client, billing_admin, billing_cycle, htpasswd_dir
+):
     client.force_login(billing_admin)
     credential = billing_cycle["paying"].credentials.get()
     url = reverse("admin:customers_credential_rotate", args=[credential.pk])
@@ -243,7 +258,10 @@ def test_rotation_shows_the_secret_once_and_a_resubmission_shows_nothing(client,
     assert "no-store" in response["Cache-Control"]
     username, secret = secret_from(response)
     assert username == "team"
-    assert f"echo '{secret}' | docker login registry.example.com --username team --password-stdin" in response.content.decode()
+    assert (
+        f"echo '{secret}' | docker login registry.example.com --username team --password-stdin"
+        in response.content.decode()
+    )
     assert apache_verifies(htpasswd_dir / "pro.htpasswd", "team", secret)
     assert not apache_verifies(htpasswd_dir / "pro.htpasswd", "team", "pw-team@paying.io")
     rotated_hash = Credential.objects.get(pk=credential.pk).password_hash
@@ -266,10 +284,14 @@ def test_overlapping_rotation_old_secret_works_until_the_chosen_time_then_sync_d
     path = htpasswd_dir / "pro.htpasswd"
     url = reverse("admin:customers_credential_rotate", args=[credential.pk])
     until = timezone.now().replace(microsecond=0) + timedelta(seconds=4)
-    response = client.post(url, {
-        "token": form_token(client.get(url)), "overlap": "until",
-        "old_works_until": until.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    response = client.post(
+        url,
+        {
+            "token": form_token(client.get(url)),
+            "overlap": "until",
+            "old_works_until": until.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     assert response.status_code == 200, response.content.decode()[:2000]
     new_username, secret = secret_from(response)
     assert new_username == "team-r2"
@@ -291,7 +313,7 @@ def test_overlapping_rotation_old_secret_works_until_the_chosen_time_then_sync_d
     assert "unexpected team" in health.json()["reason"]
     assert apache_verifies(path, "team", "pw-team@paying.io")  # until the timer runs
 
-    call_command("sync_htpasswd", stdout=open("/dev/null", "w"))
+    call_command("sync_htpasswd", stdout=StringIO())
     assert file_users(htpasswd_dir, "pro") == ["ci", "dev", "ops", "team-r2"]
     assert not apache_verifies(path, "team", "pw-team@paying.io")
     assert apache_verifies(path, "team-r2", secret)
@@ -303,10 +325,14 @@ def test_overlap_longer_than_seven_days_or_in_the_past_is_refused(client, billin
     credential = billing_cycle["paying"].credentials.get()
     url = reverse("admin:customers_credential_rotate", args=[credential.pk])
     for until in (timezone.now() + timedelta(days=7, hours=1), timezone.now() - timedelta(minutes=1)):
-        response = client.post(url, {
-            "token": form_token(client.get(url)), "overlap": "until",
-            "old_works_until": until.strftime("%Y-%m-%d %H:%M:%S"),
-        })
+        response = client.post(
+            url,
+            {
+                "token": form_token(client.get(url)),
+                "overlap": "until",
+                "old_works_until": until.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
         assert response.status_code == 200 and b"at most 7 days" in response.content
         assert b"credential-secret" not in response.content
     with pytest.raises(services.ValidationError):
@@ -359,7 +385,9 @@ def test_expiry_date_set_in_the_change_form_drops_the_credential(client, billing
     assert AuditEvent.objects.filter(action="credential_expiry_changed", actor_label="bea-billing").exists()
 
 
-def test_issuing_a_credential_needs_the_rotate_permission_and_shows_the_secret_once(client, billing_admin, billing_cycle, htpasswd_dir):
+def test_issuing_a_credential_needs_the_rotate_permission_and_shows_the_secret_once(
+    client, billing_admin, billing_cycle, htpasswd_dir
+):
     client.force_login(billing_admin)
     customer = billing_cycle["paying"]
     url = reverse("admin:customers_customer_issue_credential", args=[customer.pk])
@@ -469,7 +497,9 @@ def test_billing_admin_revokes_several_credentials_with_one_write_per_tier(
     client.force_login(billing_admin)
     writes = []
     real = htpasswd.write_atomic
-    monkeypatch.setattr(htpasswd, "write_atomic", lambda path, *a, **kw: writes.append(path.stem) or real(path, *a, **kw))
+    monkeypatch.setattr(
+        htpasswd, "write_atomic", lambda path, *a, **kw: writes.append(path.stem) or real(path, *a, **kw)
+    )
     chosen = Credential.objects.filter(username__in=["ops", "ci", "it"])
     response = client.post(
         "/admin/customers/credential/",

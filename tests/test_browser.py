@@ -4,6 +4,7 @@ driven by Playwright), against Django's live server.
 Set REGISTRY_ADMIN_SCREENSHOTS=docs/img (``make screenshots``) to refresh
 the screenshots used by docs/staff-guide.md; otherwise they go to tmp_path.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from playwright.sync_api import expect  # noqa: E402
 from django.urls import reverse  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 from customers.models import AuditEvent, Credential, Customer  # noqa: E402
 
@@ -173,7 +174,10 @@ def test_rotation_shows_the_secret_once_and_reloading_does_not_show_it_again(
     page.wait_for_load_state()
     assert secret not in page.content()
     # The reload issued nothing new.
-    assert sorted(Credential.objects.filter(customer=customer).values_list("username", flat=True)) == ["team", "team-r2"]
+    assert sorted(Credential.objects.filter(customer=customer).values_list("username", flat=True)) == [
+        "team",
+        "team-r2",
+    ]
     assert AuditEvent.objects.filter(action="credential_issued", customer=customer).count() == 2
 
 
@@ -192,8 +196,12 @@ def test_support_user_cannot_revoke_even_by_posting_the_action_directly(page, su
     token = page.locator("input[name=csrfmiddlewaretoken]").first.get_attribute("value")
     response = page.request.post(
         "/admin/customers/customer/",
-        form={"csrfmiddlewaretoken": token, "action": "revoke_selected", "_selected_action": str(customer.pk),
-              "confirmed": "yes"},
+        form={
+            "csrfmiddlewaretoken": token,
+            "action": "revoke_selected",
+            "_selected_action": str(customer.pk),
+            "confirmed": "yes",
+        },
         headers={"Referer": page.url},
     )
     assert response.ok  # redirected back to the list with "No action selected."
