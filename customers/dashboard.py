@@ -254,7 +254,9 @@ def access_report(customer: Customer, now: datetime | None = None, history: int 
     if not checks:
         findings.append("The customer has no credentials: issue one.")
     elif customer.is_entitled and not any(check.should_be_in_file for check in checks):
-        findings.append("Every credential is revoked or expired: issue or rotate one.")
+        findings.append(
+            "Every credential is revoked or expired: issue a new one, or clear an expiry date on the credential's page."
+        )
     if any(not check.ok for check in checks):
         findings.append("The tier file on disk differs from the database for this customer: run sync_htpasswd.")
     if not findings:

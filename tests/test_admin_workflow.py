@@ -509,3 +509,12 @@ def test_billing_admin_revokes_several_credentials_with_one_write_per_tier(
     assert sorted(writes) == ["enterprise", "pro"]
     assert file_users(htpasswd_dir, "pro") == ["dev", "team"] and file_users(htpasswd_dir, "enterprise") == []
     assert statuses(billing_cycle["lapsed1"], billing_cycle["lapsed_ent"]) == ["active", "active"]
+
+
+def test_customer_page_says_when_every_credential_is_revoked_or_expired(client, support_user, billing_cycle):
+    client.force_login(support_user)
+    customer = billing_cycle["paying"]
+    services.revoke_credential(customer.credentials.get(), actor=COMMAND)
+    panel = access_panel(client, customer)
+    assert "Every credential is revoked or expired" in panel
+    assert "no working credential in the tier file" in panel
