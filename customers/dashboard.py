@@ -33,12 +33,12 @@ def lapsed(queryset: QuerySet[Customer], now: datetime | None = None) -> QuerySe
     """Past due for longer than the grace period (``suspend_lapsed`` would
     suspend them)."""
     cutoff = (now or timezone.now()) - grace_period()
-    return queryset.filter(payment_status=Customer.PaymentStatus.PAST_DUE, past_due_since__lte=cutoff)
+    return queryset.filter(payment_status=Customer.PaymentStatus.PAST_DUE, past_due_since__lt=cutoff)
 
 
 def in_grace(queryset: QuerySet[Customer], now: datetime | None = None) -> QuerySet[Customer]:
     cutoff = (now or timezone.now()) - grace_period()
-    return queryset.filter(payment_status=Customer.PaymentStatus.PAST_DUE, past_due_since__gt=cutoff)
+    return queryset.filter(payment_status=Customer.PaymentStatus.PAST_DUE, past_due_since__gte=cutoff)
 
 
 def grace_remaining(customer: Customer, now: datetime | None = None) -> timedelta | None:
