@@ -166,6 +166,13 @@ class Customer(TrackedModel):
 
     class Meta:
         ordering = ["name"]
+        # Checked by the admin actions themselves (see customers/permissions.py),
+        # so a group without one cannot act even by posting the action directly.
+        permissions = [
+            ("suspend_customer", "Can suspend customers"),
+            ("revoke_customer", "Can revoke customers"),
+            ("reactivate_customer", "Can reactivate customers"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="customer_email_ci_unique"),
             models.CheckConstraint(condition=models.Q(status__in=CustomerStatus.values), name="customer_status_valid"),
@@ -223,6 +230,10 @@ class Credential(TrackedModel):
 
     class Meta:
         ordering = ["username"]
+        permissions = [
+            ("rotate_credential", "Can issue and rotate credentials"),
+            ("revoke_credential", "Can revoke single credentials"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("username"), name="credential_username_ci_unique"),
             models.CheckConstraint(condition=models.Q(username__regex=USERNAME_REGEX), name="credential_username_format"),

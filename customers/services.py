@@ -8,7 +8,8 @@ affected tier files to be rewritten when the transaction commits.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -352,3 +353,79 @@ def suspend_lapsed(*, actor: Actor, now: datetime | None = None, grace_days: int
         # customer no longer selected) or waits and then lifts the suspension.
         lapsed = lapsed_customers(now, grace_days).select_for_update()
         return [suspend_for_nonpayment(customer, actor=actor) for customer in lapsed]
+
+
+# --- Staff workflow (issue 6): bulk status changes, rotation with overlap -----------
+
+MAX_ROTATION_OVERLAP = timedelta(days=7)
+
+
+def change_status_of_many(customers: Iterable[Customer], service, *, actor: Actor) -> list[Customer]:
+    """Apply ``suspend``, ``revoke`` or ``reactivate`` to many customers in
+    one transaction, so each affected tier file is written once, on commit,
+    however many customers were selected. Returns those whose status changed.
+    """
+    changed = []
+    with transaction.atomic(), acting_as(actor):
+        for customer in customers:
+            before = (customer.status, customer.suspension_reason)
+            after = service(customer, actor=actor)
+            if (after.status, after.suspension_reason) != before:
+                changed.append(after)
+    return changed
+
+
+def successor_username(username: str) -> str:
+    """A free username for the credential that replaces ``username`` during
+    an overlapping rotation: ``acme`` -> ``acme-r2`` -> ``acme-r3``…"""
+    base = re.sub(r"-r[0-9]+$", "", username)[:140]
+    n = 2
+    while Credential.objects.annotate(lower=Lower("username")).filter(lower=f"{base}-r{n}".lower()).exists():
+        n += 1
+    return f"{base}-r{n}"
+
+
+def rotate_credential_with_overlap(
+    credential: Credential,
+    *,
+    actor: Actor,
+    old_works_until: datetime,
+    username: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedCredential:
+    """Issue a replacement credential while the old one keeps working until
+    ``old_works_until`` (at most 7 days away).
+
+    Apache uses the first line that names a user, so one username cannot
+    carry two working hashes. The new secret therefore gets a new credential
+    with a new username, and the old credential gets ``expires_at``: both
+    are in the tier file until then, and ``sync_htpasswd`` (run every
+    minute) drops the old line once its time has passed.
+    """
+    now = timezone.now()
+    if not now < old_works_until <= now + MAX_ROTATION_OVERLAP:
+        raise ValidationError("The old secret can keep working for at most 7 days, ending in the future.",
+                              code="invalid_overlap")
+    if expires_at is not None and expires_at <= now:
+        raise ValidationError("The new credential's expiry must be in the future.", code="invalid_expiry")
+    secret = passwords.generate_secret()
+    new_hash = hash_password(secret)
+    with transaction.atomic():
+        old = Credential.objects.select_for_update().select_related("customer__tier").get(pk=credential.pk)
+        if not old.is_usable(now):
+            raise ValidationError(
+                f"{old.username} is revoked or expired; rotate it without overlap or issue a new credential.",
+                code="not_usable",
+            )
+        why = f"rotation with overlap: {old.username} works until {old_works_until.isoformat(timespec='seconds')}"
+        with acting_as(replace(actor, reason="; ".join(filter(None, [actor.reason, why])))):
+            new_username = validate_username(username) if username else successor_username(old.username)
+            new = Credential.objects.create(
+                customer=old.customer, username=new_username, password_hash=new_hash, label=old.label,
+                expires_at=expires_at,
+            )
+            if old.expires_at is None or old.expires_at > old_works_until:
+                old.expires_at = old_works_until
+                old.save(update_fields=["expires_at"])
+            sync.schedule_rebuild([old.customer.tier.slug])
+    return IssuedCredential(new, secret)

@@ -82,6 +82,9 @@ def test_issue_credential_with_unsafe_username_is_refused(staff_client, customer
 
 def test_suspend_and_reactivate_actions(staff_client, customer, htpasswd_dir):
     response = run_action(staff_client, "suspend_selected", customer)
+    assert response.status_code == 200  # the confirmation page; nothing changed yet
+    assert Customer.objects.get().status == "active"
+    response = run_action(staff_client, "suspend_selected", customer, confirmed="yes")
     assert response.status_code == 302
     assert Customer.objects.get().status == "suspended"
     assert file_users(htpasswd_dir, "pro") == []
@@ -95,7 +98,7 @@ def test_suspend_and_reactivate_actions(staff_client, customer, htpasswd_dir):
 def test_revoke_asks_for_confirmation_first(staff_client, customer, htpasswd_dir):
     response = run_action(staff_client, "revoke_selected", customer)
     assert response.status_code == 200
-    assert b"Revoke access?" in response.content and b"ops@acme.io" in response.content
+    assert b"Revoke 1 customer(s)?" in response.content and b"ops@acme.io" in response.content
     assert Customer.objects.get().status == "active"
     assert file_users(htpasswd_dir, "pro") == ["acme"]
 
