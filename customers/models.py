@@ -190,6 +190,16 @@ class Customer(TrackedModel):
         if not self.stripe_customer_id:
             self.stripe_customer_id = None
         self.email = self.email.strip()
+        # The grace period counts from past_due_since, so keep it in step
+        # with payment_status however that changed (billing, the admin's
+        # change form, the shell).
+        if self.payment_status == PaymentStatus.PAST_DUE:
+            self.past_due_since = self.past_due_since or timezone.now()
+        else:
+            self.past_due_since = None
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "payment_status" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "past_due_since"}
         super().save(*args, **kwargs)
 
     @property

@@ -148,3 +148,17 @@ def test_audit_log_is_read_only(staff_client, customer):
 def test_admin_requires_staff(client, customer):
     response = client.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_marking_past_due_in_the_change_form_starts_the_grace_period(staff_client, customer, tiers):
+    response = staff_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {"name": "Acme", "email": "ops@acme.io", "tier": tiers["pro"].pk, "payment_status": "past_due", "notes": ""},
+    )
+    assert response.status_code == 302, response.content
+    assert Customer.objects.get().past_due_since is not None
+    staff_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {"name": "Acme", "email": "ops@acme.io", "tier": tiers["pro"].pk, "payment_status": "current", "notes": ""},
+    )
+    assert Customer.objects.get().past_due_since is None
