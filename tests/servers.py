@@ -20,12 +20,15 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -67,9 +70,9 @@ def wait_until(predicate, timeout: float, what: str, log: Path | None = None) ->
     pytest.fail(f"{what} did not come up within {timeout:.0f}s{detail}")
 
 
-def answers(port: int, path: str = "/v2/") -> bool:
+def answers(port: int, path: str = "/v2/", tls: bool = False) -> bool:
     try:
-        request("GET", port, path, timeout=2)
+        request("GET", port, path, timeout=2, tls=tls)
     except OSError:
         return False
     return True
@@ -100,13 +103,19 @@ def request(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    tls: bool = False,
 ) -> Response:
     """One request on a fresh connection, so each one is seen as new."""
     all_headers = dict(headers or {})
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         all_headers["Authorization"] = f"Basic {token}"
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if tls:  # the test certificate is self-signed
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, context=ssl._create_unverified_context()
+        )
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request(method, path, body=body, headers=all_headers)
         response = connection.getresponse()
@@ -272,15 +281,15 @@ class Proxy:
     port: int
     root: Path
     error_log: Path
+    tls: bool = False
 
     def log_tail(self) -> str:
         return self.error_log.read_text(errors="replace")[-4000:] if self.error_log.exists() else ""
 
 
-def apache_main_config(root: Path, port: int, fragment: Path) -> str:
-    modules = "\n".join(
-        f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in APACHE_MODULE_NAMES
-    )
+def apache_main_config(root: Path, port: int, fragment: Path, tls: bool = False) -> str:
+    names = (*APACHE_MODULE_NAMES, "socache_shmcb", "ssl") if tls else APACHE_MODULE_NAMES
+    modules = "\n".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in names)
     return (
         f"ServerRoot {root}\n"
         f"DefaultRuntimeDir {root}\n"
@@ -303,17 +312,17 @@ def apache_config_test(main_config: Path) -> subprocess.CompletedProcess:
     )
 
 
-def start_apache(root: Path, port: int, fragment_text: str) -> Proxy:
+def start_apache(root: Path, port: int, fragment_text: str, tls: bool = False) -> Proxy:
     program = require_program("apache2")
     fragment = root / "registry-admin.conf"
     fragment.write_text(fragment_text)
     main = root / "httpd.conf"
-    main.write_text(apache_main_config(root, port, fragment))
+    main.write_text(apache_main_config(root, port, fragment, tls))
     result = subprocess.run([program, "-f", str(main), "-k", "start"], capture_output=True, text=True, timeout=30)
-    proxy = Proxy("apache", port, root, root / "error.log")
+    proxy = Proxy("apache", port, root, root / "error.log", tls)
     if result.returncode != 0:
         pytest.fail(f"apache2 did not start: {result.stderr}\n{proxy.log_tail()}")
-    wait_until(lambda: answers(port), START_TIMEOUT, "Apache", proxy.error_log)
+    wait_until(lambda: answers(port, tls=tls), START_TIMEOUT, "Apache", proxy.error_log)
     return proxy
 
 
@@ -370,17 +379,17 @@ def nginx_config_test(main_config: Path) -> subprocess.CompletedProcess:
     )
 
 
-def start_nginx(root: Path, port: int, fragment_text: str) -> Proxy:
+def start_nginx(root: Path, port: int, fragment_text: str, tls: bool = False) -> Proxy:
     program = require_program("nginx")
     fragment = root / "registry-admin.conf"
     fragment.write_text(fragment_text)
     main = root / "nginx.conf"
     main.write_text(nginx_main_config(root, fragment))
     result = subprocess.run([program, "-c", str(main), "-p", str(root)], capture_output=True, text=True, timeout=30)
-    proxy = Proxy("nginx", port, root, root / "error.log")
+    proxy = Proxy("nginx", port, root, root / "error.log", tls)
     if result.returncode != 0:
         pytest.fail(f"nginx did not start: {result.stderr}\n{proxy.log_tail()}")
-    wait_until(lambda: answers(port), START_TIMEOUT, "nginx", proxy.error_log)
+    wait_until(lambda: answers(port, tls=tls), START_TIMEOUT, "nginx", proxy.error_log)
     return proxy
 
 
@@ -394,6 +403,62 @@ def stop_nginx(proxy: Proxy) -> None:
     except ProcessLookupError:
         return
     _wait_for_exit(pid)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [require_program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=registry.test", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+# --- A stand-in upstream that records what the proxy forwards ---------------------------------
+
+
+@dataclass
+class Recorder:
+    port: int
+    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # method, path, headers
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def recording_upstream() -> Iterator[Recorder]:
+    recorder = Recorder(0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            recorder.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    recorder.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def remove_tree(path: Path) -> None:

@@ -3,10 +3,10 @@ real Apache and nginx accept."""
 from __future__ import annotations
 
 import re
-import subprocess
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from customers import proxyconf
@@ -14,7 +14,15 @@ from customers.models import Tier
 from customers.proxyconf import Options, TierSpec, build_plan
 
 from .conftest import require_program
-from .servers import apache_config_test, apache_main_config, nginx_config_test, nginx_main_config, world_readable_dir, remove_tree
+from .servers import (
+    apache_config_test,
+    apache_main_config,
+    nginx_config_test,
+    nginx_main_config,
+    remove_tree,
+    self_signed_certificate,
+    world_readable_dir,
+)
 
 
 def render(proxy: str, *args: str) -> str:
@@ -72,6 +80,14 @@ def test_include_cycles_terminate_and_order_follows_position():
 def test_prefix_that_is_not_a_repository_name_is_refused(prefix):
     with pytest.raises(proxyconf.ProxyConfigError, match="not a repository name prefix"):
         build_plan([TierSpec("pro", 1, prefixes=(prefix,))])
+
+
+def test_admin_form_refuses_a_bad_prefix(db):
+    tier = Tier(slug="pro", name="Pro", repository_prefixes="example/ok\nNot OK")
+    with pytest.raises(ValidationError) as caught:
+        tier.full_clean()
+    assert "not a repository name prefix" in str(caught.value.message_dict["repository_prefixes"])
+    Tier(slug="ent", name="Ent", repository_prefixes="example/faktory-ent\n/example/tools/\n").full_clean()
 
 
 # --- Apache ---------------------------------------------------------------------------------------
@@ -163,27 +179,14 @@ def test_no_tier_reaching_unreserved_repositories_denies_them(tiers):
     assert directives(block.group(1)) == ["Require all denied"]
 
 
-def _self_signed(directory):
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [require_program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=registry.test", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
-
 def test_real_apache_accepts_the_fragment(scoped_tiers, tmp_path):
     require_program("apache2")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     for tls in ([], ["--tls-cert", str(cert), "--tls-key", str(key)]):
         fragment = tmp_path / "fragment.conf"
         fragment.write_text(render("apache", "--listen", "127.0.0.1:8443", *tls))
         main = tmp_path / "httpd.conf"
-        config = apache_main_config(tmp_path, 8443, fragment)
-        if tls:
-            config = "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n" + config
-        main.write_text(config)
+        main.write_text(apache_main_config(tmp_path, 8443, fragment, tls=bool(tls)))
         result = apache_config_test(main)
         assert result.returncode == 0, result.stderr
         assert "Syntax OK" in result.stderr
@@ -191,7 +194,7 @@ def test_real_apache_accepts_the_fragment(scoped_tiers, tmp_path):
 
 def test_real_nginx_accepts_the_fragment(scoped_tiers, tmp_path):
     require_program("nginx")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     root = world_readable_dir("registry-admin-nginx-t-")
     try:
         for tls in ([], ["--tls-cert", str(cert), "--tls-key", str(key)]):

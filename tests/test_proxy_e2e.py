@@ -29,10 +29,13 @@ from customers.models import Customer, Tier
 from .conftest import COMMAND
 from .servers import (
     Proxy,
+    Recorder,
     Registry,
     free_port,
     push_image,
+    recording_upstream,  # noqa: F401  (fixture)
     registry_server,  # noqa: F401  (fixture)
+    self_signed_certificate,
     remove_tree,
     request,
     skopeo_copy_out,
@@ -101,19 +104,28 @@ def customers(access_tiers) -> dict[str, Customer]:
     }
 
 
-@pytest.fixture(params=["apache", "nginx"])
-def proxy(request, registry, customers, www_root, htpasswd_dir):
-    kind = request.param
+def launch_proxy(kind: str, www_root: Path, upstream: str, tls_files: tuple[Path, Path] | None = None) -> Proxy:
+    """Render the config with the command, as an operator would, and start the proxy on it."""
     port = free_port()
+    tls_args = ["--tls-cert", str(tls_files[0]), "--tls-key", str(tls_files[1])] if tls_files else []
     out = io.StringIO()
     call_command(
-        "render_proxy_config", kind, "--listen", f"127.0.0.1:{port}", "--upstream", registry.url, stdout=out
+        "render_proxy_config", kind, "--listen", f"127.0.0.1:{port}", "--upstream", upstream, *tls_args, stdout=out
     )
     root = www_root / kind
     root.mkdir(mode=0o755)
-    server = (start_apache if kind == "apache" else start_nginx)(root, port, out.getvalue())
+    return (start_apache if kind == "apache" else start_nginx)(root, port, out.getvalue(), tls=bool(tls_files))
+
+
+def shut_down(proxy: Proxy) -> None:
+    (stop_apache if proxy.kind == "apache" else stop_nginx)(proxy)
+
+
+@pytest.fixture(params=["apache", "nginx"])
+def proxy(request, registry, customers, www_root):
+    server = launch_proxy(request.param, www_root, registry.url)
     yield server
-    (stop_apache if kind == "apache" else stop_nginx)(server)
+    shut_down(server)
 
 
 def manifest_path(repository: str, reference: str = TAG) -> str:
@@ -273,6 +285,57 @@ def test_access_change_applies_on_the_very_next_request(proxy, customers, via, t
     assert get_manifest(proxy, ENT) == 200  # nobody else is affected
     restore()
     assert get_manifest(proxy, PRO) == 200
+
+
+def test_tier_change_moves_access_on_the_next_request(proxy, customers, access_tiers):
+    assert get_manifest(proxy, ENT, ENT_REPO) == 200
+    services.change_tier(customers["enterprise"], access_tiers["pro"], actor=COMMAND)
+    assert get_manifest(proxy, ENT, ENT_REPO) == 401
+    assert get_manifest(proxy, ENT, PRO_REPO) == 200  # still a customer, now of Pro
+    services.change_tier(customers["pro"], access_tiers["enterprise"], actor=COMMAND)
+    assert get_manifest(proxy, PRO, ENT_REPO) == 200
+
+
+def test_revoked_credential_is_denied_while_the_customers_other_credential_works(proxy, customers):
+    services.issue_credential(customers["pro"], actor=COMMAND, username="pro-laptop", password="laptop-secret")
+    assert get_manifest(proxy, ("pro-laptop", "laptop-secret")) == 200
+    services.revoke_credential(customers["pro"].credentials.get(username=PRO[0]), actor=COMMAND)
+    assert get_manifest(proxy, PRO) == 401
+    assert get_manifest(proxy, ("pro-laptop", "laptop-secret")) == 200
+
+
+# --- TLS, and what reaches the upstream --------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("kind", ["apache", "nginx"])
+def test_proxy_forwards_host_and_scheme_but_not_the_password(kind, tls, customers, www_root, recording_upstream):
+    upstream: Recorder = recording_upstream
+    server = launch_proxy(kind, www_root, upstream.url, self_signed_certificate(www_root) if tls else None)
+    try:
+        response = request("GET", server.port, f"/v2/{PRO_REPO}/tags/list", auth=PRO, tls=tls,
+                           headers={"Host": "registry.example.com"})
+    finally:
+        shut_down(server)
+    assert response.status == 200
+    method, path, headers = upstream.seen[-1]
+    assert (method, path) == ("GET", f"/v2/{PRO_REPO}/tags/list")
+    assert headers["host"] == "registry.example.com"  # ProxyPreserveHost: the registry builds URLs with it
+    assert headers["x-forwarded-proto"] == ("https" if tls else "http")
+    assert "authorization" not in headers  # the customer's password stops at the proxy
+    assert response.headers.get_all("Docker-Distribution-Api-Version") == ["registry/2.0"]
+
+
+@pytest.mark.parametrize("kind", ["apache", "nginx"])
+def test_pull_over_tls(kind, registry, customers, www_root):
+    server = launch_proxy(kind, www_root, registry.url, self_signed_certificate(www_root))
+    try:
+        inspected = skopeo_inspect(server.port, f"{PRO_REPO}:{TAG}", PRO)
+        assert inspected.returncode == 0, f"{inspected.stderr}\n{server.log_tail()}"
+        assert json.loads(inspected.stdout)["Digest"] == registry.images[f"{PRO_REPO}:{TAG}"].manifest_digest
+        assert request("GET", server.port, "/v2/", auth=(PRO[0], "wrong"), tls=True).status == 401
+    finally:
+        shut_down(server)
 
 
 # --- Under load ----------------------------------------------------------------------------------
