@@ -168,7 +168,11 @@ def build_oci_image(directory: Path, tag: str, content: str) -> OciImage:
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
         "layers": [
             {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}
         ],
@@ -196,6 +200,7 @@ def build_oci_image(directory: Path, tag: str, content: str) -> OciImage:
 def skopeo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [require_program("skopeo"), "--insecure-policy", *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -207,7 +212,9 @@ def skopeo_inspect(port: int, reference: str, creds: tuple[str, str] | None) -> 
     return skopeo("inspect", "--tls-verify=false", *auth, f"docker://127.0.0.1:{port}/{reference}")
 
 
-def skopeo_copy_out(port: int, reference: str, creds: tuple[str, str], dest: Path, tag: str) -> subprocess.CompletedProcess:
+def skopeo_copy_out(
+    port: int, reference: str, creds: tuple[str, str], dest: Path, tag: str
+) -> subprocess.CompletedProcess:
     return skopeo(
         "copy",
         "--src-tls-verify=false",
@@ -308,7 +315,11 @@ def apache_main_config(root: Path, port: int, fragment: Path, tls: bool = False)
 
 def apache_config_test(main_config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [require_program("apache2"), "-f", str(main_config), "-t"], capture_output=True, text=True, timeout=30
+        [require_program("apache2"), "-f", str(main_config), "-t"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -318,7 +329,9 @@ def start_apache(root: Path, port: int, fragment_text: str, tls: bool = False) -
     fragment.write_text(fragment_text)
     main = root / "httpd.conf"
     main.write_text(apache_main_config(root, port, fragment, tls))
-    result = subprocess.run([program, "-f", str(main), "-k", "start"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [program, "-f", str(main), "-k", "start"], check=False, capture_output=True, text=True, timeout=30
+    )
     proxy = Proxy("apache", port, root, root / "error.log", tls)
     if result.returncode != 0:
         pytest.fail(f"apache2 did not start: {result.stderr}\n{proxy.log_tail()}")
@@ -331,6 +344,7 @@ def stop_apache(proxy: Proxy) -> None:
     pid = int(pid_file.read_text()) if pid_file.exists() else None
     subprocess.run(
         [require_program("apache2"), "-f", str(proxy.root / "httpd.conf"), "-k", "stop"],
+        check=False,
         capture_output=True,
         timeout=30,
     )
@@ -373,6 +387,7 @@ def nginx_main_config(root: Path, fragment: Path) -> str:
 def nginx_config_test(main_config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [require_program("nginx"), "-t", "-c", str(main_config), "-p", str(main_config.parent)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
@@ -385,7 +400,9 @@ def start_nginx(root: Path, port: int, fragment_text: str, tls: bool = False) ->
     fragment.write_text(fragment_text)
     main = root / "nginx.conf"
     main.write_text(nginx_main_config(root, fragment))
-    result = subprocess.run([program, "-c", str(main), "-p", str(root)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [program, "-c", str(main), "-p", str(root)], check=False, capture_output=True, text=True, timeout=30
+    )
     proxy = Proxy("nginx", port, root, root / "error.log", tls)
     if result.returncode != 0:
         pytest.fail(f"nginx did not start: {result.stderr}\n{proxy.log_tail()}")
@@ -434,7 +451,7 @@ def recording_upstream() -> Iterator[Recorder]:
     recorder = Recorder(0)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
+        def do_GET(self):
             recorder.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
             body = b"{}"
             self.send_response(200)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from customers import proxyconf
 from customers.models import Tier
-from customers.proxyconf import Options, TierSpec, build_plan
+from customers.proxyconf import TierSpec, build_plan
 
 from .conftest import require_program
 from .servers import (
@@ -123,9 +123,9 @@ def test_apache_fragment_scopes_and_refuses_writes_and_the_catalog(scoped_tiers)
     assert "AuthBasicProvider pro enterprise" in text
     assert "Require method GET HEAD OPTIONS" in text
     for prefix in ("example/faktory-ent", "example/tools-ent"):
-        block = re.search(rf'<Location "/v2/{re.escape(prefix)}/">(.*?)</Location>', text, re.S)
+        block = re.search(rf'<Location "/v2/{re.escape(prefix)}/">(.*?)</Location>', text, re.DOTALL)
         assert block and directives(block.group(1)) == ["AuthBasicProvider enterprise"]
-    catalog = re.search(r'<Location "/v2/_catalog">(.*?)</Location>', text, re.S)
+    catalog = re.search(r'<Location "/v2/_catalog">(.*?)</Location>', text, re.DOTALL)
     assert directives(catalog.group(1)) == ["Require all denied"]
     # The catalog comes after every area that could otherwise open it.
     assert text.rindex("<Location") == text.index('<Location "/v2/_catalog">')
@@ -175,7 +175,7 @@ def test_no_tier_reaching_unreserved_repositories_denies_them(tiers):
         tier.repository_prefixes = f"example/{tier.slug}"
         tier.save()
     text = render("apache")
-    block = re.search(r'<LocationMatch "\^/v2/\[\^/\]">(.*?)</LocationMatch>', text, re.S)
+    block = re.search(r'<LocationMatch "\^/v2/\[\^/\]">(.*?)</LocationMatch>', text, re.DOTALL)
     assert directives(block.group(1)) == ["Require all denied"]
 
 
@@ -210,13 +210,19 @@ def test_real_nginx_accepts_the_fragment(scoped_tiers, tmp_path):
 
 def test_nginx_chains_the_tier_files_of_a_shared_location(scoped_tiers, htpasswd_dir):
     text = render("nginx")
-    unreserved = re.search(r"location /v2/ \{(.*?)\}", text, re.S).group(1)
+    unreserved = re.search(r"location /v2/ \{(.*?)\}", text, re.DOTALL).group(1)
     assert f"auth_basic_user_file {htpasswd_dir}/pro.htpasswd;" in unreserved
     assert "error_page 401 = @registry_admin_1_enterprise;" in unreserved
-    fallback = re.search(r"location @registry_admin_1_enterprise \{(.*?)\}", text, re.S).group(1)
+    fallback = re.search(r"location @registry_admin_1_enterprise \{(.*?)\}", text, re.DOTALL).group(1)
     assert f"auth_basic_user_file {htpasswd_dir}/enterprise.htpasswd;" in fallback
     assert "error_page" not in fallback  # the last file answers 401 itself
-    reserved = re.search(r"location \^~ /v2/example/faktory-ent/ \{(.*?)\}", text, re.S).group(1)
+    reserved = re.search(r"location \^~ /v2/example/faktory-ent/ \{(.*?)\}", text, re.DOTALL).group(1)
     assert f"auth_basic_user_file {htpasswd_dir}/enterprise.htpasswd;" in reserved
     assert "pro.htpasswd" not in reserved
     assert "location ^~ /v2/_catalog {\n        return 403;" in text
+
+
+def test_command_warns_when_there_are_no_tiers(db):
+    err = StringIO()
+    call_command("render_proxy_config", "apache", stdout=StringIO(), stderr=err)
+    assert "no tiers" in err.getvalue()

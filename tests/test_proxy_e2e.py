@@ -9,9 +9,11 @@ includes Pro.
 """
 from __future__ import annotations
 
+import grp
 import hashlib
 import io
 import json
+import stat
 import threading
 import time
 from collections import Counter
@@ -28,6 +30,7 @@ from customers.models import Customer, Tier
 
 from .conftest import COMMAND
 from .servers import (
+    OCI_MANIFEST,
     Proxy,
     Recorder,
     Registry,
@@ -35,9 +38,9 @@ from .servers import (
     push_image,
     recording_upstream,  # noqa: F401  (fixture)
     registry_server,  # noqa: F401  (fixture)
-    self_signed_certificate,
     remove_tree,
     request,
+    self_signed_certificate,
     skopeo_copy_out,
     skopeo_inspect,
     start_apache,
@@ -57,7 +60,7 @@ ENT = ("ent-ci", "ent-secret-1")
 
 
 @pytest.fixture(scope="module")
-def registry(registry_server, tmp_path_factory) -> Registry:  # noqa: F811
+def registry(registry_server, tmp_path_factory) -> Registry:  # noqa: F811  (fixture)
     work = tmp_path_factory.mktemp("images")
     for repository in (PRO_REPO, ENT_REPO):
         push_image(registry_server, work, repository, TAG)
@@ -133,8 +136,16 @@ def manifest_path(repository: str, reference: str = TAG) -> str:
 
 
 def get_manifest(proxy: Proxy, auth, repository: str = PRO_REPO) -> int:
-    return request("GET", proxy.port, manifest_path(repository), auth=auth,
-                   headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).status
+    return request("GET", proxy.port, manifest_path(repository), auth=auth, headers={"Accept": OCI_MANIFEST}).status
+
+
+def test_tier_files_are_mode_0640_group_www_data(customers, htpasswd_dir):
+    www_data = grp.getgrnam("www-data").gr_gid
+    for slug in ("pro", "enterprise"):
+        info = (htpasswd_dir / f"{slug}.htpasswd").stat()
+        assert stat.S_IMODE(info.st_mode) == 0o640
+        assert info.st_gid == www_data
+    assert stat.S_IMODE(htpasswd_dir.stat().st_mode) & 0o005 == 0o005  # www-data may enter
 
 
 # --- Pulls ---------------------------------------------------------------------------------
@@ -181,11 +192,11 @@ def test_wrong_password_unknown_user_and_anonymous_get_401(proxy):
 
 def test_writes_are_refused_even_with_valid_credentials_and_the_image_survives(proxy, registry):
     image = registry.images[f"{PRO_REPO}:{TAG}"]
-    manifest = request("GET", registry.port, manifest_path(PRO_REPO, image.manifest_digest),
-                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).body
+    oci = {"Accept": OCI_MANIFEST, "Content-Type": OCI_MANIFEST}
+    manifest = request("GET", registry.port, manifest_path(PRO_REPO, image.manifest_digest), headers=oci).body
     attempts = [
-        ("PUT", manifest_path(PRO_REPO, "evil"), manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}),
-        ("PUT", manifest_path(PRO_REPO, TAG), manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}),
+        ("PUT", manifest_path(PRO_REPO, "evil"), manifest, oci),
+        ("PUT", manifest_path(PRO_REPO, TAG), manifest, oci),
         ("POST", f"/v2/{PRO_REPO}/blobs/uploads/", b"", {}),
         ("PATCH", f"/v2/{PRO_REPO}/blobs/uploads/00000000-0000-0000-0000-000000000000", b"x", {}),
         ("DELETE", manifest_path(PRO_REPO, image.manifest_digest), None, {}),
@@ -309,7 +320,9 @@ def test_revoked_credential_is_denied_while_the_customers_other_credential_works
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest.mark.parametrize("kind", ["apache", "nginx"])
-def test_proxy_forwards_host_and_scheme_but_not_the_password(kind, tls, customers, www_root, recording_upstream):
+def test_proxy_forwards_host_and_scheme_but_not_the_password(
+    kind, tls, customers, www_root, recording_upstream  # noqa: F811 (fixture)
+):
     upstream: Recorder = recording_upstream
     server = launch_proxy(kind, www_root, upstream.url, self_signed_certificate(www_root) if tls else None)
     try:
