@@ -167,11 +167,15 @@ def test_customer_of_each_tier_inspects_and_copies_their_images(proxy, registry,
         assert hashlib.sha256(layer.read_bytes()).hexdigest() == image.layer_digest.split(":", 1)[1]
 
 
-def test_login_check_accepts_every_tier_and_sets_the_api_version_header(proxy):
+def test_login_check_accepts_every_tier_and_sets_the_api_version_header(proxy, registry):
     for creds in (PRO, ENT):
         response = request("GET", proxy.port, "/v2/", auth=creds)
         assert response.status == 200
         assert response.headers.get_all("Docker-Distribution-Api-Version") == ["registry/2.0"]
+        # Reads other than GET reach the registry too.
+        head = request("HEAD", proxy.port, manifest_path(PRO_REPO), auth=creds, headers={"Accept": OCI_MANIFEST})
+        assert head.status == 200
+        assert head.headers["Docker-Content-Digest"] == registry.images[f"{PRO_REPO}:{TAG}"].manifest_digest
 
 
 def test_wrong_password_unknown_user_and_anonymous_get_401(proxy):
@@ -185,6 +189,24 @@ def test_wrong_password_unknown_user_and_anonymous_get_401(proxy):
             assert response.headers.get_all("Docker-Distribution-Api-Version") == ["registry/2.0"]
     assert skopeo_inspect(proxy.port, f"{PRO_REPO}:{TAG}", (PRO[0], "wrong")).returncode != 0
     assert skopeo_inspect(proxy.port, f"{PRO_REPO}:{TAG}", None).returncode != 0
+
+
+@pytest.mark.parametrize("kind", ["apache", "nginx"])
+def test_third_tier_down_the_provider_chain_pulls(kind, registry, customers, access_tiers, www_root):
+    """Ultimate includes Enterprise (which includes Pro): its customers are
+    checked third for unreserved repositories and second for Enterprise's,
+    which takes nginx two error_page hops."""
+    ultimate = Tier.objects.create(slug="ultimate", name="Ultimate", position=3)
+    ultimate.includes.add(access_tiers["enterprise"])
+    add_customer(ultimate, "ult-ci", "ult-secret-1")
+    server = launch_proxy(kind, www_root, registry.url)
+    try:
+        for repository in (PRO_REPO, ENT_REPO):
+            assert get_manifest(server, ("ult-ci", "ult-secret-1"), repository) == 200, server.log_tail()
+            assert get_manifest(server, ("ult-ci", "wrong"), repository) == 401
+        assert get_manifest(server, PRO, ENT_REPO) == 401
+    finally:
+        shut_down(server)
 
 
 # --- Read-only ------------------------------------------------------------------------------
