@@ -226,3 +226,21 @@ def test_command_warns_when_there_are_no_tiers(db):
     err = StringIO()
     call_command("render_proxy_config", "apache", stdout=StringIO(), stderr=err)
     assert "no tiers" in err.getvalue()
+
+
+def test_check_reports_a_deployed_config_made_stale_by_a_tier_change(scoped_tiers, tmp_path):
+    deployed = tmp_path / "registry.conf"
+    deployed.write_text(render("apache", "--server-name", "registry.example.com"))
+    out = StringIO()
+    call_command("render_proxy_config", "apache", "--server-name", "registry.example.com",
+                 "--check", str(deployed), stdout=out)
+    assert "up to date" in out.getvalue()
+
+    Tier.objects.create(slug="partner", name="Partner", position=3, repository_prefixes="partner/tools")
+    out = StringIO()
+    with pytest.raises(CommandError, match="out of date") as caught:
+        call_command("render_proxy_config", "apache", "--server-name", "registry.example.com",
+                     "--check", str(deployed), stdout=out)
+    assert caught.value.returncode == 1
+    assert "+<AuthnProviderAlias file partner>" in out.getvalue()
+    assert deployed.read_text().count("AuthnProviderAlias file") == 2  # --check never writes

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -27,6 +30,12 @@ class Command(BaseCommand):
             "--htpasswd-dir",
             help="Where the proxy finds the tier files, if not at HTPASSWD_DIR (e.g. rendering for another host).",
         )
+        parser.add_argument(
+            "--check",
+            metavar="PATH",
+            help="Print nothing but the differences from the deployed config at PATH; exit 1 if it is out of date "
+            "(e.g. after a tier or its prefixes changed). Pass the same options it was rendered with.",
+        )
 
     def handle(self, *args, proxy: str, **options):
         settings_options = proxyconf.Options(
@@ -43,6 +52,23 @@ class Command(BaseCommand):
             )
         except proxyconf.ProxyConfigError as exc:
             raise CommandError(str(exc)) from exc
+        if options["check"]:
+            self.check_deployed(Path(options["check"]), text)
+            return
         if not plan.tiers:
             self.stderr.write("warning: there are no tiers yet, so no customer can pull")
         self.stdout.write(text, ending="")
+
+    def check_deployed(self, path: Path, text: str) -> None:
+        try:
+            deployed = path.read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+        if deployed == text:
+            self.stdout.write(f"{path} is up to date.")
+            return
+        diff = difflib.unified_diff(
+            deployed.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "rendered now"
+        )
+        self.stdout.write("".join(diff), ending="")
+        raise CommandError(f"{path} is out of date: render it again and reload the proxy.", returncode=1)
