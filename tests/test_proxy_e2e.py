@@ -50,7 +50,12 @@ from .servers import (
     world_readable_dir,
 )
 
-pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    # The admin requests run without collectstatic; WhiteNoise only warns about it.
+    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
+]
 
 PRO_REPO = "example/faktory"
 ENT_REPO = "example/faktory-ent"
