@@ -9,6 +9,7 @@ database constraints as well as by validation, so that a plain ORM call in
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -95,6 +96,20 @@ class Tier(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # The proxy config is rendered from these; catch a bad prefix here,
+        # in the admin form, rather than when the operator renders it.
+        from .proxyconf import ProxyConfigError, validate_prefix
+
+        errors = []
+        for prefix in self.prefixes:
+            try:
+                validate_prefix(prefix, self.slug)
+            except ProxyConfigError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValidationError({"repository_prefixes": errors})
 
     @property
     def prefixes(self) -> list[str]:
