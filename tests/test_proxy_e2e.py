@@ -301,8 +301,8 @@ def _via_services(customer: Customer, take_away: str) -> tuple:
 def _via_admin(customer: Customer, take_away: str) -> tuple:
     client = _admin_client()
     action = "revoke_selected" if take_away == "revoke" else "suspend_selected"
-    extra = {"confirmed": "yes"} if take_away == "revoke" else {}
-    return (lambda: _admin_action(client, action, customer, **extra),
+    # Both actions ask for confirmation first; post the confirmed form.
+    return (lambda: _admin_action(client, action, customer, confirmed="yes"),
             lambda: _admin_action(client, "reactivate_selected", customer))
 
 
