@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import htpasswd
@@ -152,6 +152,25 @@ class _PendingRebuild:
     def __call__(self) -> None:
         self.done = True
         write_tiers(self.slugs)
+        notify_other_servers(self.slugs)
+
+
+# Other servers' `sync_htpasswd --follow` (see follow.py) listen on this.
+NOTIFY_CHANNEL = "registry_admin_tiers"
+
+
+def notify_other_servers(slugs: Iterable[str]) -> None:
+    """Name the rewritten tiers to the followers on other servers (PostgreSQL only)."""
+    slugs = [slug for slug in slugs if slug]
+    if not slugs or connection.vendor != "postgresql":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, ",".join(slugs)])
+    except DatabaseError:
+        # The change is committed and written here; the followers' periodic
+        # full rewrite brings the other servers up to date.
+        logger.exception("could not notify the other servers about %s", ", ".join(slugs))
 
 
 def schedule_rebuild(slugs: Iterable[str], *, first: bool = False, using: str = DEFAULT_DB_ALIAS) -> None:
