@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services
+from .admin_input import StrictIdsMixin
 from .audit import Actor, acting_as
 from .models import AuditEvent, BillingEvent, Credential, Customer, Tier, TierFileStatus
 
@@ -90,7 +91,7 @@ class CredentialInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = ("name", "email", "tier", "status", "payment_status", "credential_count", "updated_at")
     list_filter = ("tier", "status", "payment_status", "needs_review")
     search_fields = ("name", "email", "credentials__username", "stripe_customer_id")
@@ -218,10 +219,11 @@ class CustomerAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/customers/issue_credential.html", context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "issue_credential_url": reverse("admin:customers_customer_issue_credential", args=[object_id]),
-        }
+        if self._valid_pk(object_id):  # a junk id in the URL gets the admin's "does not exist", not a 500
+            extra_context = {
+                **(extra_context or {}),
+                "issue_credential_url": reverse("admin:customers_customer_issue_credential", args=[object_id]),
+            }
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -229,7 +231,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Credential)
-class CredentialAdmin(admin.ModelAdmin):
+class CredentialAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = ("username", "customer", "tier", "label", "created_at", "expires_at", "revoked_at")
     list_filter = ("customer__tier", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("username", "customer__name", "customer__email")
@@ -270,7 +272,7 @@ class CredentialAdmin(admin.ModelAdmin):
 
 
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = ("name", "slug", "position", "customer_count", "file_status")
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("includes",)
@@ -303,7 +305,7 @@ class TierAdmin(admin.ModelAdmin):
 # --- Read-only records -----------------------------------------------------------------------
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(StrictIdsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 

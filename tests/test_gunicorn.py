@@ -242,3 +242,36 @@ def _post_catching(session, url: str, customer_id: int) -> str | int:
         return procs.admin_action(session, url, "revoke_selected", customer_id).status_code
     except requests.ConnectionError:
         return "connection error"
+
+
+def _raw(url: str, request: bytes) -> int:
+    """Send raw bytes, return the status code of the answer."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_bad_http_input_through_gunicorn_gets_4xx(site):
+    with procs.gunicorn(site, workers=2) as server:
+        url = server.url
+        assert requests.put(f"{url}/healthz", timeout=30).status_code == 405
+        assert requests.delete(f"{url}/admin/", timeout=30).status_code == 405
+        huge = requests.post(f"{url}/admin/login/", data=b"a=" + b"x" * (5 * 1024 * 1024), timeout=60,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert huge.status_code == 413
+        assert requests.get(f"{url}/healthz?" + "a" * 10000, timeout=30).status_code in (400, 414)
+        assert _raw(url, b"GARBAGE\r\n\r\n") == 400
+        assert _raw(url, b"POST /admin/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n") == 400
+        assert _raw(url, b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n") == 400
+        assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # still serving
+        log = server.log_text()
+    assert "Traceback" not in log and '" 500 ' not in log, log[-3000:]
