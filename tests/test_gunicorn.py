@@ -275,3 +275,25 @@ def test_bad_http_input_through_gunicorn_gets_4xx(site):
         assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # still serving
         log = server.log_text()
     assert "Traceback" not in log and '" 500 ' not in log, log[-3000:]
+
+
+def test_behind_the_tls_proxy_with_the_documented_settings(site):
+    from .test_production import production_env
+
+    documented = production_env()
+    env = {key: documented[key] for key in
+           ["SECRET_KEY", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+            "SECURE_HSTS_PRELOAD"]}
+    with procs.gunicorn(site, workers=2, extra_env=env) as server:
+        # Monitoring over plain HTTP on loopback: answered, not redirected.
+        health = requests.get(f"{server.url}/healthz", allow_redirects=False, timeout=30)
+        assert health.status_code == 200
+        # The admin over plain HTTP: sent to HTTPS.
+        plain = requests.get(f"{server.url}/admin/login/", allow_redirects=False, timeout=30)
+        assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+        # Through the proxy (which sets X-Forwarded-Proto): served, with HSTS and Secure cookies.
+        proxied = requests.get(f"{server.url}/admin/login/", allow_redirects=False, timeout=30,
+                               headers={"X-Forwarded-Proto": "https"})
+        assert proxied.status_code == 200
+        assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
+        assert "Secure" in proxied.headers["Set-Cookie"]
