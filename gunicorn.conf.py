@@ -29,6 +29,10 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,
 # The heartbeat file is touched constantly; keep it off a slow or full disk.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
+# gunicorn's control socket (~/.gunicorn/gunicorn.ctl) is not used here, and
+# one fixed path per user would be shared by every instance on the host (and
+# is read-only under the systemd unit's ProtectSystem). Reload with SIGHUP.
+control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
 

@@ -228,6 +228,9 @@ def test_a_worker_killed_between_commit_and_write_is_repaired_by_its_replacement
             time.sleep(0.02)
         window = time.monotonic() - killed_at
         request.join(timeout=30)
+        # The replacement logs after it has written the file; give it a moment.
+        while "repaired tier files at worker start" not in server.log_text() and time.monotonic() - killed_at < 30:
+            time.sleep(0.05)
         log = server.log_text()
         health = requests.get(f"{server.url}/healthz", timeout=30)
     print(f"worker killed after commit: file repaired {window:.2f}s after the SIGKILL")
