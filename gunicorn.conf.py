@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
+
+import environ
+
+# The same optional .env file the Django settings read, so that the default
+# worker count below sees the DATABASE_URL the app will use.
+environ.Env.read_env(Path(__file__).resolve().parent / ".env", overwrite=False)
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Requests are short (admin pages, webhooks). A request that changes access
 # also rewrites the tier files after its commit, under a cross-process lock,
-# so more workers than cores buys little. On SQLite keep 2: there is one
-# writer at a time anyway, and each extra worker only waits on the lock.
-workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# so more workers than cores buys little. On SQLite (the default database)
+# use 2: there is one writer at a time anyway, and each extra worker only
+# waits on the lock.
+_on_sqlite = os.environ.get("DATABASE_URL", "sqlite:").startswith("sqlite:")
+workers = int(os.environ.get("GUNICORN_WORKERS", 2 if _on_sqlite else min(4, multiprocessing.cpu_count() * 2)))
 # Above HTPASSWD_LOCK_TIMEOUT (10 s) plus a write, so a request that waits
 # for the file lock fails with a recorded error, not a killed worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))

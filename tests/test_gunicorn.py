@@ -141,11 +141,24 @@ def test_workers_and_processes_revoke_and_reactivate_while_a_reader_checks_the_f
             except Exception as exc:  # noqa: BLE001 - reported below, with the others
                 problems.append(f"staff member failed: {exc!r}")
 
+        syncs: list[int] = []
+
+        def timer() -> None:
+            # The one-minute sync_htpasswd timer, firing in the middle of it all.
+            while any(thread.is_alive() for thread in staff) and len(syncs) < 10:
+                result = site.manage("sync_htpasswd")
+                syncs.append(result.returncode)
+                if result.returncode != 0 or "locked" in result.stderr:
+                    problems.append(f"sync_htpasswd failed: {result.stdout}{result.stderr}")
+
         staff = [threading.Thread(target=staff_member, args=(targets,)) for targets in http_targets]
         for thread in staff:
             thread.start()
+        timer_thread = threading.Thread(target=timer)
+        timer_thread.start()
         for thread in staff:
             thread.join(timeout=DEADLINE + 30)
+        timer_thread.join(timeout=DEADLINE + 30)
         for driver in drivers:
             out, err = driver.communicate(timeout=DEADLINE + 30)
             if driver.returncode != 0 or "locked" in err:
@@ -157,10 +170,12 @@ def test_workers_and_processes_revoke_and_reactivate_while_a_reader_checks_the_f
         log = server.log_text()
 
     print(f"{procs.backend()}: {len(statuses)} admin actions, {len(drivers)} driver processes x "
-          f"{2 * ROUNDS * 2 + 1} changes, {reader.reads} file reads in {elapsed:.1f}s")
+          f"{2 * ROUNDS * 2 + 1} changes, {len(syncs)} sync_htpasswd runs, {reader.reads} file reads "
+          f"in {elapsed:.1f}s")
     assert not problems, "\n".join(problems)
     assert not reader.problems, "\n".join(reader.problems[:20])
     assert reader.reads > 100
+    assert syncs and set(syncs) == {0}
     assert len(statuses) == 2 * (ROUNDS * 2 * 2 + 1) and set(statuses) == {200}
     assert "database is locked" not in log and "Traceback" not in log, log[-3000:]
     assert health.status_code == 200, health.text
