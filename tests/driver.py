@@ -12,6 +12,7 @@ Modes:
                             and a staff superuser "staff" / "staff-pw-1234"
   flip EMAIL[,EMAIL] ROUNDS revoke then reactivate, ROUNDS times each; then
                             revoke the first customer once more
+  revoke EMAIL              revoke one customer
   status EMAIL              the customer's status
   healthz                   GET /healthz through Django
   crash EMAIL PHASE         revoke EMAIL, then stop and wait to be killed:
@@ -76,6 +77,14 @@ def flip(emails: list[str], rounds: int) -> dict:
     return {"changes": done + 1}
 
 
+def revoke(email: str) -> dict:
+    from customers import services
+    from customers.audit import Actor
+    from customers.models import Customer
+
+    return {"status": services.revoke(Customer.objects.get(email=email), actor=Actor.command("tests.driver")).status}
+
+
 def status(email: str) -> dict:
     from customers.models import Customer
 
@@ -116,6 +125,8 @@ def main(argv: list[str]) -> int:
             result = seed(int(args[0]), int(args[1]))
         elif mode == "flip":
             result = flip(args[0].split(","), int(args[1]))
+        elif mode == "revoke":
+            result = revoke(args[0])
         elif mode == "status":
             result = status(args[0])
         elif mode == "healthz":
