@@ -24,8 +24,8 @@ import base64
 import os
 import re
 import shutil
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

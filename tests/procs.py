@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,11 +41,11 @@ class Site:
     env: dict[str, str]
     htpasswd_dir: Path
     tmp: Path
-    logs: list[Path] = field(default_factory=list)
 
     def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "manage.py", *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout,
         )
 
     def driver(self, *args: str, timeout: float = 180) -> dict:
@@ -137,7 +137,9 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def gunicorn(the_site: Site, workers: int = 2, config: Path | None = None, extra_env: dict | None = None) -> Iterator[Gunicorn]:
+def gunicorn(
+    the_site: Site, workers: int = 2, config: Path | None = None, extra_env: dict | None = None
+) -> Iterator[Gunicorn]:
     """``gunicorn registry_admin.wsgi`` with the repo's gunicorn.conf.py, on
     a loopback socket bound to a free port (passed to gunicorn as fd://)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -41,7 +41,8 @@ def restore(site: procs.Site, source) -> None:
     if url.scheme == "sqlite":
         run(require_program("sqlite3"), url.path, f".restore '{source}'")
     else:
-        run(require_program("pg_restore"), "--clean", "--if-exists", f"--dbname={site.env['DATABASE_URL']}", str(source))
+        database = f"--dbname={site.env['DATABASE_URL']}"
+        run(require_program("pg_restore"), "--clean", "--if-exists", database, str(source))
 
 
 def test_backup_restore_then_sync_htpasswd(tmp_path):

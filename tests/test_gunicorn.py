@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -37,8 +39,6 @@ def static_root(tmp_path_factory) -> Path:
         "SECRET_KEY": "collectstatic-only",
         "STATIC_ROOT": str(root),
     }
-    import subprocess
-
     result = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
         cwd=procs.REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -264,8 +264,6 @@ def _post_catching(session, url: str, customer_id: int) -> str | int:
 
 def _raw(url: str, request: bytes) -> int:
     """Send raw bytes, return the status code of the answer."""
-    import socket
-
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(request)
