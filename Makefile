@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # What the suite drives for real: Apache and its htpasswd tool, the registry,
-# skopeo, headless Chromium, wrk and nginx.
-SYSTEM_PACKAGES := apache2 apache2-utils docker-registry skopeo chromium wrk nginx-light
+# skopeo, headless Chromium, wrk, nginx, and sqlite3 (the backup test).
+SYSTEM_PACKAGES := apache2 apache2-utils docker-registry skopeo chromium wrk nginx-light sqlite3
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/registry_admin
 
 export PYTHONDONTWRITEBYTECODE := 1

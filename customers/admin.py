@@ -23,6 +23,7 @@ from django.utils.html import format_html
 
 from . import billing, billing_history, dashboard, services
 from . import permissions as perms
+from .admin_input import StrictIdsMixin
 from .audit import Actor, acting_as
 from .models import AuditEvent, BillingEvent, Credential, Customer, SuspensionReason, Tier, TierFileStatus
 
@@ -163,7 +164,7 @@ class GracePeriodFilter(admin.SimpleListFilter):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = (
         "name", "email", "tier", "status", "payment_status", "grace", "credential_count", "updated_at",
     )
@@ -367,7 +368,8 @@ class CustomerAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})
-        customer = Customer.objects.select_related("tier").filter(pk=object_id).first()
+        # A junk id in the URL gets the admin's "does not exist", not a 500.
+        customer = Customer.objects.select_related("tier").filter(pk=object_id).first() if self._valid_pk(object_id) else None
         if customer is not None and self.has_view_or_change_permission(request, customer):
             # "Why can't they pull?": checked against the tier file on disk.
             extra_context["access"] = dashboard.access_report(customer)
@@ -395,7 +397,7 @@ def already_submitted(model_admin, request, customer):
 
 
 @admin.register(Credential)
-class CredentialAdmin(admin.ModelAdmin):
+class CredentialAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = ("username", "customer", "tier", "label", "created_at", "expires_at", "revoked_at", "state")
     list_filter = (
         "customer__tier",
@@ -535,7 +537,7 @@ class CredentialAdmin(admin.ModelAdmin):
 
 
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(StrictIdsMixin, admin.ModelAdmin):
     list_display = ("name", "slug", "position", "customer_count", "file_status")
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("includes",)
@@ -568,7 +570,7 @@ class TierAdmin(admin.ModelAdmin):
 # --- Read-only records -----------------------------------------------------------------------
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(StrictIdsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 

@@ -214,6 +214,32 @@ def write_atomic(path: Path, content: str, mode: int = 0o640, group: str | None 
     return True
 
 
+def remove_stale_temp_files(directory: Path) -> list[str]:
+    """Delete temp files a killed writer left behind; return their names.
+
+    Call it only while holding ``directory_lock``: every writer takes that
+    lock before it creates a temp file, so under the lock no temp file
+    belongs to a live write. (``write_atomic`` cleans up after itself on
+    any exception; only SIGKILL or a power cut between ``mkstemp`` and
+    ``os.replace`` leaves one.)
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(TEMP_PREFIX):
+            try:
+                os.unlink(directory / name)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue  # e.g. a read-only directory; the failed write itself is reported
+            removed.append(name)
+    return removed
+
+
 def _fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable: after a power loss the directory
     # entry points at the new file, not at nothing.

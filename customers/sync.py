@@ -79,8 +79,15 @@ def write_tiers(slugs: Iterable[str]) -> WriteReport:
     report = WriteReport()
     if not slugs:
         return report
+    # Retry on the next change: a tier whose last write failed is written
+    # again now, whichever tier this change touched. Appended, so the order
+    # asked for (a tier move writes the new tier first) is kept.
+    slugs += [slug for slug in _failed_tier_slugs() if slug not in slugs]
     try:
         with htpasswd.directory_lock(htpasswd_dir(), timeout=settings.HTPASSWD_LOCK_TIMEOUT):
+            stale = htpasswd.remove_stale_temp_files(htpasswd_dir())
+            if stale:
+                logger.warning("removed temp files left by an interrupted write: %s", ", ".join(stale))
             for slug in slugs:
                 _write_one(slug, report)
     except OSError as exc:  # the lock itself: directory missing, unwritable or held too long
@@ -105,7 +112,25 @@ def _write_one(slug: str, report: WriteReport) -> None:
     except (OSError, KeyError, htpasswd.InvalidEntry) as exc:  # KeyError: unknown HTPASSWD_FILE_GROUP
         report.failed[slug] = f"{type(exc).__name__}: {exc}"
         return
+    except Exception as exc:  # noqa: BLE001
+        # Anything else (a database error while reading, say) must not
+        # escape either: this runs after the commit, so raising would turn
+        # a change that did happen into an error page, and skip the other
+        # tiers. Record it like any failed write; the next write retries.
+        logger.exception("unexpected error while writing the %s tier file", slug)
+        report.failed[slug] = f"{type(exc).__name__}: {exc}"
+        return
     (report.written if changed else report.unchanged).append(slug)
+
+
+def _failed_tier_slugs() -> list[str]:
+    """Existing tiers whose last write failed (see ``write_tiers``)."""
+    try:
+        failed = TierFileStatus.objects.exclude(last_error="").values_list("tier_slug", flat=True)
+        return list(Tier.objects.filter(slug__in=failed).order_by("position", "slug").values_list("slug", flat=True))
+    except DatabaseError:
+        logger.exception("could not read the tier file status")
+        return []
 
 
 def _record_status(report: WriteReport) -> None:
@@ -129,7 +154,10 @@ def _record_status(report: WriteReport) -> None:
 
 def sync_all() -> WriteReport:
     """Rewrite every tier's file from the database (what ``sync_htpasswd`` does)."""
-    return write_tiers(Tier.objects.order_by("position", "slug").values_list("slug", flat=True))
+    slugs = list(Tier.objects.order_by("position", "slug").values_list("slug", flat=True))
+    # A deleted tier's recorded failure can never be cleared by a write.
+    TierFileStatus.objects.exclude(tier_slug__in=slugs).exclude(last_error="").delete()
+    return write_tiers(slugs)
 
 
 # --- Scheduling on commit -----------------------------------------------------
