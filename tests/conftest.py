@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from customers.audit import Actor
 from customers.models import Tier
@@ -53,3 +54,13 @@ def apache_verifies(path: Path, username: str, password: str) -> bool:
         timeout=30,
     )
     return result.returncode == 0
+
+
+def database_url() -> str:
+    """The URL of the test database this process uses, for worker processes."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        assert not connection.is_in_memory_db(), "worker processes need a file database"
+        return f"sqlite:///{db['NAME']}"
+    user = db["USER"] or "postgres"
+    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -8,29 +8,36 @@ the screenshots used by docs/staff-guide.md; otherwise they go to tmp_path.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-# Playwright's sync API runs an event loop in this thread; Django would
-# otherwise refuse the ORM calls the test makes between browser steps.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+import pytest
+from django.urls import reverse
+from playwright.sync_api import expect
 
-from pathlib import Path  # noqa: E402
+from customers.models import AuditEvent, Credential, Customer
 
-import pytest  # noqa: E402
-from django.urls import reverse  # noqa: E402
-from playwright.sync_api import expect  # noqa: E402
-
-from customers.models import AuditEvent, Credential, Customer  # noqa: E402
-
-from .conftest import apache_verifies, file_users, require_program  # noqa: E402
-from .staff import PASSWORD, add_customer, billing_admin, staff_groups, support_user  # noqa: E402,F401
+from .conftest import apache_verifies, file_users, require_program
+from .staff import PASSWORD, add_customer, billing_admin, staff_groups, support_user  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system]
 
 TIMEOUT_MS = 20_000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def allow_orm_beside_playwright():
+    # Playwright's sync API runs an event loop in this thread; Django would
+    # otherwise refuse the ORM calls the test makes between browser steps
+    # (and the database flush after each test). Set for this module only,
+    # not at import, so it never leaks into other tests' subprocesses
+    # (`check --deploy` rightly refuses it).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
 @pytest.fixture(scope="module")
-def chromium():
+def chromium(allow_orm_beside_playwright):
     from playwright.sync_api import sync_playwright
 
     executable = require_program("chromium")

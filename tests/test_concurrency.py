@@ -12,28 +12,16 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from customers import services, sync
 from customers.models import Customer
 
-from .conftest import COMMAND
+from .conftest import COMMAND, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 3
 ROUNDS = 40
-
-
-def database_url() -> str:
-    """The URL of the test database this process uses, for the workers."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        name = str(db["NAME"])
-        assert not connection.is_in_memory_db(), "the workers need a file database"
-        return f"sqlite:///{name}"
-    user = db["USER"] or "postgres"
-    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def test_concurrent_writers_never_expose_a_partial_file(tiers, htpasswd_dir, tmp_path):

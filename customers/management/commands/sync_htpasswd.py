@@ -50,13 +50,13 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(report.written)} rewritten, {len(report.unchanged)} already in sync.")
 
     def follow(self, interval: float) -> None:
+        if interval <= 0:
+            raise CommandError("--interval must be positive.")
         if not follow_module.supported():
             raise CommandError(
                 "--follow needs PostgreSQL (LISTEN/NOTIFY). With SQLite there is only one server; "
                 "run sync_htpasswd from the one-minute timer instead."
             )
-        if interval <= 0:
-            raise CommandError("--interval must be positive.")
         self.stdout.write(f"Following tier changes; a full rewrite after every {interval:g} quiet seconds.")
 
         def report(written: sync.WriteReport) -> None:
