@@ -659,6 +659,7 @@ def plan_customer_import(
     now = timezone.now()
     for row in rows:
         events_before = len(plan.changes.events)  # every change records an event
+        created_event = None
         reason = f"{source} line {row.line}".strip()
         tier = snapshot.tiers[row.tier]
         customer = snapshot.customers.get(row.key)
@@ -681,11 +682,14 @@ def plan_customer_import(
         if customer is None:
             customer = _new_customer(row, tier, now)
             plan.changes.new_customers.append(customer)
-            plan.changes.events.append(_created_event(customer, reason))
+            created_event = _created_event(customer, reason)
+            plan.changes.events.append(created_event)
             credential = None
         else:
             _update_customer(plan.changes, customer, row, tier, snapshot, reason, now)
-            credential = named or primary_credential(snapshot.by_customer.get(customer.pk, []))
+            # A named username is that credential, or a new one; only a row
+            # without a username means the customer's primary credential.
+            credential = named if row.username else primary_credential(snapshot.by_customer.get(customer.pk, []))
         is_new = customer.pk is None
         wants_credential = is_new or row.username or row.password or row.password_hash
         if credential is not None:
@@ -696,7 +700,7 @@ def plan_customer_import(
                     Problem(row.line, "needs a generated secret: pass --credentials-out PATH (secrets are never printed)")
                 )
                 continue
-            _add_credential(plan, customer, row, hasher, snapshot, taken, reason)
+            _add_credential(plan, customer, row, hasher, snapshot, taken, reason, created_event)
         if is_new:
             plan.created += 1
         elif len(plan.changes.events) != events_before:
@@ -805,7 +809,14 @@ def _update_credential(plan: CustomerPlan, credential: Credential, row: Customer
 
 
 def _add_credential(
-    plan: CustomerPlan, customer: AnyCustomer, row: CustomerRow, hasher: Hasher, snapshot: Snapshot, taken: set[str], reason: str
+    plan: CustomerPlan,
+    customer: AnyCustomer,
+    row: CustomerRow,
+    hasher: Hasher,
+    snapshot: Snapshot,
+    taken: set[str],
+    reason: str,
+    created_event: PendingEvent | None,
 ) -> None:
     username = row.username or derive_username(row.email, snapshot.usernames(), taken)
     taken.add(username.lower())
@@ -820,9 +831,18 @@ def _add_credential(
             plan.generated.append(GeneratedSecret(row.email, username, secret))
     plan.changes.new_credentials.append(NewCredential(customer, username, password_hash))
     plan.credentials_created += 1
-    plan.changes.events.append(PendingEvent("credential_issued", customer, {"username": [None, username]}, reason))
+    _record_issue(plan.changes, customer, username, reason, created_event)
     if customer.status == Customer.Status.ACTIVE:
         plan.changes.gaining_tiers[customer.tier.slug] = None
+
+
+def _record_issue(changes: Changes, customer: AnyCustomer, username: str, reason: str, created_event: PendingEvent | None) -> None:
+    # A customer created with its credential gets one "created" event that
+    # names the username: half the audit rows of a large import, same facts.
+    if created_event is not None:
+        created_event.changes["username"] = [None, username]
+    else:
+        changes.events.append(PendingEvent("credential_issued", customer, {"username": [None, username]}, reason))
 
 
 def derive_username(email: str, *taken: set[str]) -> str:
@@ -980,15 +1000,17 @@ def plan_htpasswd_adoption(
             )
             plan.updated += 1
         else:
+            created_event = None
             if owner is None:
                 owner = _placeholder_customer(entry, tier, placeholders, source)
                 plan.changes.new_customers.append(owner)
-                plan.changes.events.append(_created_event(owner, reason))
+                created_event = _created_event(owner, reason)
+                plan.changes.events.append(created_event)
                 plan.adopted += 1
             else:
                 plan.attached += 1
             plan.changes.new_credentials.append(NewCredential(owner, entry.username, entry.password_hash))
-            plan.changes.events.append(PendingEvent("credential_issued", owner, {"username": [None, entry.username]}, reason))
+            _record_issue(plan.changes, owner, entry.username, reason, created_event)
         if owner.status == Customer.Status.ACTIVE:
             plan.changes.gaining_tiers[tier.slug] = None
     return plan

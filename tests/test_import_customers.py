@@ -227,11 +227,16 @@ def test_query_count_does_not_grow_per_row(tiers, tmp_path):
 
 
 def test_audit_events_name_the_command_and_line(tiers, tmp_path):
-    run("import_customers", str(write_csv(tmp_path / "c.csv", GOOD)))
-    events = list(AuditEvent.objects.order_by("id").values_list("actor_kind", "actor_label", "action", "reason"))
+    run("import_customers", str(write_csv(tmp_path / "a.csv", GOOD)))
+    run("import_customers", str(write_csv(tmp_path / "b.csv", "email,name,tier,username,password\nann@acme.io,Ann,pro,ann-ci,pw\n")))
+    events = list(AuditEvent.objects.order_by("id").values_list("actor_kind", "actor_label", "action", "reason", "changes"))
     assert events == [
-        ("command", importing.COMMAND_CUSTOMERS, "created", "c.csv line 2"),
-        ("command", importing.COMMAND_CUSTOMERS, "credential_issued", "c.csv line 2"),
+        # One event for a customer created with its credential.
+        ("command", importing.COMMAND_CUSTOMERS, "created", "a.csv line 2", {
+            "status": [None, "active"], "payment_status": [None, "current"], "suspension_reason": [None, ""],
+            "tier": [None, "pro"], "username": [None, "ann"],
+        }),
+        ("command", importing.COMMAND_CUSTOMERS, "credential_issued", "b.csv line 2", {"username": [None, "ann-ci"]}),
     ]
 
 
