@@ -3,17 +3,19 @@ upsert keyed by email, secrets only in a 0600 file, one rewrite per tier."""
 from __future__ import annotations
 
 import csv
+import io
 import stat
 from collections import Counter
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from customers import htpasswd, importing
+from customers import htpasswd, importing, services, sync
 from customers.models import AuditEvent, Credential, Customer
 
-from .conftest import apache_verifies, file_users
+from .conftest import COMMAND, apache_verifies, file_users
 from .importing_helpers import file_state, run, run_failing, write_csv
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -246,3 +248,49 @@ def test_non_bcrypt_hash_is_accepted_with_a_warning(tiers, htpasswd_dir, tmp_pat
     _out, err = run("import_customers", str(write_csv(tmp_path / "c.csv", text)))
     assert "line 2: warning: apr1-md5 hash" in err
     assert f"ann:{apr1}" in (htpasswd_dir / "pro.htpasswd").read_text()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_only_on_a_terminal(tiers, tmp_path):
+    lines = [f"u{i}@acme.io,U{i},pro,u{i},pw{i}" for i in range(600)]
+    path = write_csv(tmp_path / "c.csv", "email,name,tier,username,password\n" + "\n".join(lines) + "\n")
+    terminal = _Terminal()
+    call_command("import_customers", str(path), stdout=io.StringIO(), stderr=terminal)
+    assert "\rhashing: 600/600 (100%)" in terminal.getvalue()
+    assert Customer.objects.count() == 600
+    piped = io.StringIO()
+    call_command("import_customers", str(path), stdout=io.StringIO(), stderr=piped)  # a re-run: checks passwords
+    assert piped.getvalue() == ""
+
+
+def test_failed_commit_removes_the_secrets_file_and_changes_nothing(tiers, htpasswd_dir, tmp_path, monkeypatch):
+    before = file_state(htpasswd_dir)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("simulated failure after the secrets file was written")
+
+    monkeypatch.setattr(sync, "schedule_rebuild", fail)
+    secrets_path = tmp_path / "secrets.csv"
+    path = write_csv(tmp_path / "c.csv", "email,name,tier\nann@acme.io,Ann,pro\n")
+    with pytest.raises(RuntimeError):
+        call_command("import_customers", str(path), "--credentials-out", str(secrets_path), stdout=io.StringIO())
+    assert not secrets_path.exists()
+    nothing_changed(htpasswd_dir, before)
+
+
+def test_a_conflict_arising_after_the_check_fails_the_import(tiers, tmp_path):
+    path = write_csv(tmp_path / "c.csv", GOOD + "bob@acme.io,Bob,pro,bob,pw-bob\n")
+    prepared, _warnings = importing.prepare_customer_import(path.read_bytes(), source="c.csv", can_generate=False)
+    # Meanwhile, staff give "bob" to someone else.
+    other = services.create_customer(name="Other", email="other@acme.io", tier=tiers["enterprise"], actor=COMMAND)
+    services.issue_credential(other, actor=COMMAND, username="bob", password="x")
+    with pytest.raises(importing.ImportFailed) as excinfo:
+        services.apply_customer_import(prepared, actor=COMMAND)
+    assert [str(p) for p in excinfo.value.problems] == [
+        "line 3: the username 'bob' belongs to another customer (other@acme.io, tier enterprise)"
+    ]
+    assert not Customer.objects.filter(email="ann@acme.io").exists()
