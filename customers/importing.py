@@ -895,6 +895,11 @@ def prepare_customer_import(
     warnings; raises ImportFailed. Changes nothing."""
     parsed = read_customer_csv(data, Tier.objects.values_list("slug", flat=True), progress)
     hasher = Hasher()
+    if not dry_run and all(row.password_hash for row in parsed.rows):
+        # No bcrypt work whatever the database holds: the plan made inside
+        # the transaction is the only one needed (and reports any problem).
+        hasher.collect = False
+        return PreparedImport(parsed.rows, hasher, CustomerPlan(Changes()), source), parsed.warnings
     # Planning mutates the snapshot's instances, so each pass reads afresh.
     plan = plan_customer_import(parsed.rows, snapshot_for(parsed.rows), hasher, can_generate=can_generate, source=source)
     if hasher.pending_verify:

@@ -90,9 +90,12 @@ def test_not_utf8_is_reported_by_line(tiers, tmp_path):
     assert "line 3: the file is not UTF-8 text" in stderr
 
 
-def test_username_of_another_customer_is_refused(tiers, tmp_path):
+@pytest.mark.parametrize("secret_column", ["password", "password_hash"])
+def test_username_of_another_customer_is_refused(tiers, tmp_path, secret_column):
+    # (A file of given hashes only is planned once, inside the transaction.)
     run("import_customers", str(write_csv(tmp_path / "a.csv", GOOD)))
-    path = write_csv(tmp_path / "b.csv", "email,name,tier,username,password\nbob@acme.io,Bob,enterprise,Ann,pw\n")
+    secret = "pw" if secret_column == "password" else htpasswd_bcrypt("pw")
+    path = write_csv(tmp_path / "b.csv", f"email,name,tier,username,{secret_column}\nbob@acme.io,Bob,enterprise,Ann,{secret}\n")
     _error, stderr = run_failing("import_customers", str(path))
     assert "line 2: the username 'Ann' belongs to another customer (ann@acme.io, tier pro)" in stderr
     assert Customer.objects.count() == 1

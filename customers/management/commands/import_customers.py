@@ -57,7 +57,7 @@ class Command(BaseCommand):
                 prepared, actor=Actor.command(importing.COMMAND_CUSTOMERS), credentials_out=credentials_out
             )
         except importing.ImportFailed as exc:
-            self._fail(exc, "The database changed while the file was checked; nothing was changed. ")
+            self._fail(exc)
         except OSError as exc:
             raise CommandError(f"nothing was changed: cannot write {credentials_out}: {exc.strerror}") from exc
         self.stdout.write(f"Created {plan.created}, updated {plan.updated}, unchanged {plan.unchanged}.")
@@ -74,7 +74,7 @@ class Command(BaseCommand):
         tiers = list(plan.changes.gaining_tiers) + [t for t in plan.changes.losing_tiers if t not in plan.changes.gaining_tiers]
         self.stdout.write(f"Tier files {would}rewritten: {', '.join(tiers) if tiers else 'none'}.")
 
-    def _fail(self, exc: importing.ImportFailed, prefix: str = "") -> None:
+    def _fail(self, exc: importing.ImportFailed) -> None:
         for problem in exc.problems:
             self.stderr.write(str(problem))
-        raise CommandError(f"{prefix}{len(exc.problems)} problem(s) found; nothing was changed.")
+        raise CommandError(f"{len(exc.problems)} problem(s) found; nothing was changed.")
