@@ -23,12 +23,17 @@ class TerminalProgress:
         if done < total and now - self._last < self.interval:
             return
         self._last = now
-        self.stream.write(f"\r{stage}: {done:,}/{total:,} ({100 * done // total}%)\033[K", ending="")
+        line = f"\r{stage}: {done:,}/{total:,} ({100 * done // total}%)\033[K"
+        self.stream.write(line, style_func=_plain, ending="")  # not in the error style
         self.stream.flush()
         self._open = True
 
     def finish(self) -> None:
         if self._open:
-            self.stream.write("\r\033[K", ending="")
+            self.stream.write("\r\033[K", style_func=_plain, ending="")
             self.stream.flush()
             self._open = False
+
+
+def _plain(text: str) -> str:
+    return text
