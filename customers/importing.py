@@ -161,7 +161,7 @@ class Hasher:
             if self.collect:
                 self.pending_hash[line] = password
                 return self.PLACEHOLDER
-            self.hashed[line] = passwords.hash_secret(password, self.rounds)
+            self.hashed[line] = passwords.hash_secret_fast(password, self.rounds)
         return self.hashed[line]
 
     def generate(self, line: int) -> tuple[str, str]:
@@ -170,7 +170,7 @@ class Hasher:
                 self.pending_hash[line] = None
                 return "", self.PLACEHOLDER
             secret = passwords.generate_secret()
-            self.generated[line] = (secret, passwords.hash_secret(secret, self.rounds))
+            self.generated[line] = (secret, passwords.hash_secret_fast(secret, self.rounds))
         return self.generated[line]
 
     def compute_verifications(self, progress: Progress | None = None) -> None:
@@ -189,8 +189,8 @@ class Hasher:
             _line, password = job
             if password is None:
                 secret = passwords.generate_secret()
-                return secret, passwords.hash_secret(secret, self.rounds)
-            return None, passwords.hash_secret(password, self.rounds)
+                return secret, passwords.hash_secret_fast(secret, self.rounds)
+            return None, passwords.hash_secret_fast(password, self.rounds)
 
         for (line, password), (secret, hashed) in zip(jobs, parallel_map(work, jobs, stage="hashing", progress=progress)):
             if password is None:

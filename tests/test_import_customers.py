@@ -297,3 +297,16 @@ def test_a_conflict_arising_after_the_check_fails_the_import(tiers, tmp_path):
         "line 3: the username 'bob' belongs to another customer (other@acme.io, tier enterprise)"
     ]
     assert not Customer.objects.filter(email="ann@acme.io").exists()
+
+
+def test_fast_bulk_hash_is_the_same_2y_bcrypt(tmp_path):
+    from customers import passwords
+
+    hashed = passwords.hash_secret_fast("pw-fast", 5)
+    assert hashed.startswith("$2y$05$") and passwords.hash_kind(hashed) == "bcrypt"
+    assert passwords.verify("pw-fast", hashed) and not passwords.verify("pw-slow", hashed)
+    path = tmp_path / "t.htpasswd"
+    path.write_text(f"u:{hashed}\n")
+    assert apache_verifies(path, "u", "pw-fast")
+    with pytest.raises(passwords.PasswordError):
+        passwords.hash_secret_fast("x" * 73, 5)
