@@ -6,6 +6,7 @@ in BENCH_DATABASE_URL, which it empties: point it at a scratch database).
 Usage: python benchmarks/bench_import.py [--rows N] [--repeat K]
 Each figure is the best of K runs, because the machine may be shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,16 +97,20 @@ def main() -> int:
         from customers import importing, passwords
 
         rounds = settings.HTPASSWD_BCRYPT_ROUNDS
-        print(f"database: {connection.vendor}; rows: {args.rows:,}; bcrypt cost {rounds}; "
-              f"cores used: {importing.hashing_workers()}; best of {args.repeat}; load average "
-              f"{os.getloadavg()[0]:.2f} (shared machine)")
+        print(
+            f"database: {connection.vendor}; rows: {args.rows:,}; bcrypt cost {rounds}; "
+            f"cores used: {importing.hashing_workers()}; best of {args.repeat}; load average "
+            f"{os.getloadavg()[0]:.2f} (shared machine)"
+        )
 
         hashes = [passwords.hash_secret(f"given-{i}", rounds) for i in range(50)]
         given = write_file(workdir / "given.csv", args.rows, hashes)
         runs = [timed_import(given) for _ in range(max(args.repeat, 3))]
         best, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
-        print(f"given hashes:      {best:6.2f} s  = {args.rows / best:8,.0f} rows/s wall; CPU {cpu:.2f} s "
-              f"= {args.rows / cpu:,.0f} rows/s per CPU second   (aim: >= 5,000 rows/s)")
+        print(
+            f"given hashes:      {best:6.2f} s  = {args.rows / best:8,.0f} rows/s wall; CPU {cpu:.2f} s "
+            f"= {args.rows / cpu:,.0f} rows/s per CPU second   (aim: >= 5,000 rows/s)"
+        )
 
         if args.given_only:
             return 0
@@ -116,15 +121,20 @@ def main() -> int:
             floor, floor_cpu = hashing_floor(args.rows, rounds)
             took, took_cpu = timed_import(generated, "--credentials-out", str(workdir / f"secrets-{n}.csv"))
             pairs.append((floor, took, floor_cpu, took_cpu))
-            print(f"  run {n + 1}: floor {floor:6.2f} s, import {took:6.2f} s, ratio {took / floor:.2f}x; "
-                  f"CPU {floor_cpu:.2f} s vs {took_cpu:.2f} s", flush=True)
+            print(
+                f"  run {n + 1}: floor {floor:6.2f} s, import {took:6.2f} s, ratio {took / floor:.2f}x; "
+                f"CPU {floor_cpu:.2f} s vs {took_cpu:.2f} s",
+                flush=True,
+            )
         best_floor, best_import = min(p[0] for p in pairs), min(p[1] for p in pairs)
         ratios = sorted(p[1] / p[0] for p in pairs)
         work = min(p[3] for p in pairs) / min(p[2] for p in pairs)
         print(f"generated secrets: {best_import:6.2f} s  = {args.rows / best_import:8,.0f} rows/s")
         print(f"hashing floor:     {best_floor:6.2f} s  (pyca/bcrypt alone, threads on all cores)")
-        print(f"ratio to floor:    {best_import / best_floor:6.2f}x best/best; median of pairs "
-              f"{ratios[len(ratios) // 2]:.2f}x; CPU work {work:.2f}x  (aim: <= 1.3x)")
+        print(
+            f"ratio to floor:    {best_import / best_floor:6.2f}x best/best; median of pairs "
+            f"{ratios[len(ratios) // 2]:.2f}x; CPU work {work:.2f}x  (aim: <= 1.3x)"
+        )
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

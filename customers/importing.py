@@ -19,6 +19,7 @@ good one rewrites each tier file once:
    writes are bulk ORM calls plus bulk-created audit events, and one
    on-commit rebuild per affected tier.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,7 +55,16 @@ OPTIONAL_COLUMNS = ("status", "payment_status", "username", "password", "passwor
 # Written by export_customers for people to read; the import ignores them,
 # so an exported file imports back unchanged.
 INFORMATIONAL_COLUMNS = ("other_usernames",)
-EXPORT_COLUMNS = ("email", "name", "tier", "status", "payment_status", "stripe_customer_id", "username", "other_usernames")
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "tier",
+    "status",
+    "payment_status",
+    "stripe_customer_id",
+    "username",
+    "other_usernames",
+)
 CREDENTIALS_OUT_HEADER = ("email", "username", "password")
 
 # RFC 2606 reserves .invalid: a placeholder address can never reach anyone.
@@ -107,7 +117,9 @@ def hashing_workers() -> int:
         return os.cpu_count() or 1
 
 
-def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], *, stage: str = "", progress: Progress | None = None) -> list[T]:
+def parallel_map(
+    fn: Callable[[Any], T], items: Sequence[Any], *, stage: str = "", progress: Progress | None = None
+) -> list[T]:
     """``map`` over a thread pool sized to the usable cores.
 
     pyca/bcrypt releases the GIL while it hashes, so threads use every core
@@ -176,7 +188,7 @@ class Hasher:
     def compute_verifications(self, progress: Progress | None = None) -> None:
         keys = sorted(self.pending_verify)
         results = parallel_map(lambda key: passwords.verify(*key), keys, stage="checking passwords", progress=progress)
-        self.verified.update(zip(keys, results))
+        self.verified.update(zip(keys, results, strict=True))
         self.pending_verify.clear()
         # Rows whose password did not verify asked for a hash while their
         # check was unknown; the next planning pass asks again if needed.
@@ -192,7 +204,8 @@ class Hasher:
                 return secret, passwords.hash_secret_fast(secret, self.rounds)
             return None, passwords.hash_secret_fast(password, self.rounds)
 
-        for (line, password), (secret, hashed) in zip(jobs, parallel_map(work, jobs, stage="hashing", progress=progress)):
+        results = parallel_map(work, jobs, stage="hashing", progress=progress)
+        for (line, password), (secret, hashed) in zip(jobs, results, strict=True):
             if password is None:
                 self.generated[line] = (secret, hashed)
             else:
@@ -346,7 +359,9 @@ def write_changes(changes: Changes) -> None:
         for customer in changes.updated_customers.values():
             customer.updated_at = now
         Customer.objects.bulk_update(
-            list(changes.updated_customers.values()), sorted(changes.customer_fields | {"updated_at"}), batch_size=QUERY_CHUNK
+            list(changes.updated_customers.values()),
+            sorted(changes.customer_fields | {"updated_at"}),
+            batch_size=QUERY_CHUNK,
         )
     if changes.updated_credentials:
         Credential.objects.bulk_update(
@@ -450,21 +465,25 @@ def read_customer_csv(data: bytes, tier_slugs: Iterable[str], progress: Progress
         except csv.Error as exc:
             problems.append(Problem(line, f"malformed CSV: {exc}"))
             break
-        if progress and len(rows) % 1000 == 0:
+        if progress and rows and len(rows) % 1000 == 0:
             progress("reading", reader.line_num, total_lines)
         if not any(value.strip() for value in record):
             continue  # a blank line
         if len(record) != len(columns):
             problems.append(Problem(line, f"expected {len(columns)} fields, found {len(record)}"))
             continue
-        values = dict(zip(columns, record))
+        values = dict(zip(columns, record, strict=True))  # lengths checked above
         row, row_problems, warning = _check_row(line, values, tiers)
         problems.extend(row_problems)
         if warning:
             warnings.append(warning)
         if row is None:
             continue
-        for column, value in (("email", row.email), ("username", row.username), ("stripe_customer_id", row.stripe_customer_id)):
+        for column, value in (
+            ("email", row.email),
+            ("username", row.username),
+            ("stripe_customer_id", row.stripe_customer_id),
+        ):
             if not value:
                 continue
             seen = first_line.setdefault((column, value.lower()), line)
@@ -495,7 +514,9 @@ def _check_header(header: list[str]) -> list[str]:
     return columns
 
 
-def _check_row(line: int, values: dict[str, str], tiers: set[str]) -> tuple[CustomerRow | None, list[Problem], Problem | None]:
+def _check_row(
+    line: int, values: dict[str, str], tiers: set[str]
+) -> tuple[CustomerRow | None, list[Problem], Problem | None]:
     def value(name: str) -> str:
         return values.get(name, "").strip(_BLANKS)
 
@@ -513,9 +534,13 @@ def _check_row(line: int, values: dict[str, str], tiers: set[str]) -> tuple[Cust
         problems.append("the name is empty")
     elif len(name) > Customer._meta.get_field("name").max_length or "\n" in name or "\r" in name:
         problems.append("the name must be one line of at most 200 characters")
-    tier = value("tier")
+    tier = value("tier").lower()  # slugs are lowercase; a spreadsheet may say "Pro"
     if tier not in tiers:
-        problems.append(f"unknown tier {tier!r}; the tiers are {', '.join(sorted(tiers)) or '(none yet)'}" if tier else "the tier is empty")
+        problems.append(
+            f"unknown tier {tier!r}; the tiers are {', '.join(sorted(tiers)) or '(none yet)'}"
+            if tier
+            else "the tier is empty"
+        )
     status = value("status").lower() or None
     if status is not None and status not in Customer.Status.values:
         problems.append(f"invalid status {status!r}; use {', '.join(Customer.Status.values)}")
@@ -571,7 +596,9 @@ class Snapshot:
 
     def usernames(self) -> set[str]:
         if self.all_usernames is None:
-            self.all_usernames = set(Credential.objects.annotate(lower=Lower("username")).values_list("lower", flat=True))
+            self.all_usernames = set(
+                Credential.objects.annotate(lower=Lower("username")).values_list("lower", flat=True)
+            )
         return self.all_usernames
 
 
@@ -583,7 +610,9 @@ def _customers_query(lock: bool):
     return query.select_for_update(of=("self",)) if lock else query
 
 
-def load_snapshot(emails: Iterable[str], usernames: Iterable[str], stripe_ids: Iterable[str], *, lock: bool = False) -> Snapshot:
+def load_snapshot(
+    emails: Iterable[str], usernames: Iterable[str], stripe_ids: Iterable[str], *, lock: bool = False
+) -> Snapshot:
     tiers = {tier.slug: tier for tier in Tier.objects.all()}
     customers: dict[int, Customer] = {}
     for chunk in _chunks(sorted({e.lower() for e in emails})):
@@ -597,7 +626,9 @@ def load_snapshot(emails: Iterable[str], usernames: Iterable[str], stripe_ids: I
         credentials.update((c.pk, c) for c in query)
     stripe_owner: dict[str, int] = {}
     for chunk in _chunks(sorted(set(stripe_ids))):
-        stripe_owner.update(Customer.objects.filter(stripe_customer_id__in=chunk).values_list("stripe_customer_id", "pk"))
+        stripe_owner.update(
+            Customer.objects.filter(stripe_customer_id__in=chunk).values_list("stripe_customer_id", "pk")
+        )
     # Owners of named usernames that the file does not name by email (for
     # messages, and to complete placeholder customers from import_htpasswd).
     missing = sorted({c.customer_id for c in credentials.values()} - customers.keys())
@@ -675,14 +706,21 @@ def plan_customer_import(
         if named is not None and (customer is None or named.customer_id != customer.pk):
             owner = named.customer
             plan.problems.append(
-                Problem(row.line, f"the username {row.username!r} belongs to another customer ({owner.email}, tier {owner.tier.slug})")
+                Problem(
+                    row.line,
+                    f"the username {row.username!r} belongs to another customer "
+                    f"({owner.email}, tier {owner.tier.slug})",
+                )
             )
             continue
         owner_id = snapshot.stripe_owner.get(row.stripe_customer_id or "")
         if owner_id is not None and (customer is None or owner_id != customer.pk):
             plan.problems.append(
-                Problem(row.line, f"the stripe_customer_id {row.stripe_customer_id!r} belongs to another customer "
-                        f"({snapshot.customers_by_id.get(owner_id, owner_id)})")
+                Problem(
+                    row.line,
+                    f"the stripe_customer_id {row.stripe_customer_id!r} belongs to another customer "
+                    f"({snapshot.customers_by_id.get(owner_id, owner_id)})",
+                )
             )
             continue
         if customer is None:
@@ -692,7 +730,7 @@ def plan_customer_import(
             plan.changes.events.append(created_event)
             credential = None
         else:
-            _update_customer(plan.changes, customer, row, tier, snapshot, reason, now)
+            _update_customer(plan.changes, customer, row, tier, reason, now)
             # A named username is that credential, or a new one; only a row
             # without a username means the customer's primary credential.
             credential = named if row.username else primary_credential(snapshot.by_customer.get(customer.pk, []))
@@ -703,7 +741,9 @@ def plan_customer_import(
         elif wants_credential:
             if not (row.password or row.password_hash) and not can_generate:
                 plan.problems.append(
-                    Problem(row.line, "needs a generated secret: pass --credentials-out PATH (secrets are never printed)")
+                    Problem(
+                        row.line, "needs a generated secret: pass --credentials-out PATH (secrets are never printed)"
+                    )
                 )
                 continue
             _add_credential(plan, customer, row, hasher, snapshot, taken, reason, created_event)
@@ -737,7 +777,7 @@ def _new_customer(row: CustomerRow, tier: Tier, now) -> NewCustomer:
     return customer
 
 
-def _update_customer(changes: Changes, customer: Customer, row: CustomerRow, tier: Tier, snapshot: Snapshot, reason: str, now) -> None:
+def _update_customer(changes: Changes, customer: Customer, row: CustomerRow, tier: Tier, reason: str, now) -> None:
     """Apply the row's values to ``customer`` in memory, recording events.
 
     Only values the row gives are compared: an empty cell leaves the stored
@@ -769,7 +809,9 @@ def _update_customer(changes: Changes, customer: Customer, row: CustomerRow, tie
         diff["status"] = [customer.status, row.status]
         customer.status = row.status
         customer.suspension_reason = (
-            Customer.SuspensionReason.STAFF if row.status == Customer.Status.SUSPENDED else Customer.SuspensionReason.NONE
+            Customer.SuspensionReason.STAFF
+            if row.status == Customer.Status.SUSPENDED
+            else Customer.SuspensionReason.NONE
         )
         fields |= {"status", "suspension_reason"}
         entitlement_changed = True
@@ -796,7 +838,9 @@ def _update_customer(changes: Changes, customer: Customer, row: CustomerRow, tie
             changes.losing_tiers[old_slug] = None
 
 
-def _update_credential(plan: CustomerPlan, credential: Credential, row: CustomerRow, hasher: Hasher, reason: str, now) -> None:
+def _update_credential(
+    plan: CustomerPlan, credential: Credential, row: CustomerRow, hasher: Hasher, reason: str, now
+) -> None:
     if row.password is not None:
         if hasher.verify(row.password, credential.password_hash):
             return  # the same password: not re-hashed, so the file stays as it is
@@ -842,7 +886,9 @@ def _add_credential(
         plan.changes.gaining_tiers[customer.tier.slug] = None
 
 
-def _record_issue(changes: Changes, customer: AnyCustomer, username: str, reason: str, created_event: PendingEvent | None) -> None:
+def _record_issue(
+    changes: Changes, customer: AnyCustomer, username: str, reason: str, created_event: PendingEvent | None
+) -> None:
     # A customer created with its credential gets one "created" event that
     # names the username: half the audit rows of a large import, same facts.
     if created_event is not None:
@@ -907,12 +953,16 @@ def prepare_customer_import(
         hasher.collect = False
         return PreparedImport(parsed.rows, hasher, CustomerPlan(Changes()), source), parsed.warnings
     # Planning mutates the snapshot's instances, so each pass reads afresh.
-    plan = plan_customer_import(parsed.rows, snapshot_for(parsed.rows), hasher, can_generate=can_generate, source=source)
+    plan = plan_customer_import(
+        parsed.rows, snapshot_for(parsed.rows), hasher, can_generate=can_generate, source=source
+    )
     if hasher.pending_verify:
         # Given passwords are checked against stored hashes first: only
         # those that differ are hashed, and the plan depends on which.
         hasher.compute_verifications(progress)
-        plan = plan_customer_import(parsed.rows, snapshot_for(parsed.rows), hasher, can_generate=can_generate, source=source)
+        plan = plan_customer_import(
+            parsed.rows, snapshot_for(parsed.rows), hasher, can_generate=can_generate, source=source
+        )
     if plan.problems:
         raise ImportFailed(plan.problems)
     if not dry_run:
@@ -985,12 +1035,18 @@ def plan_htpasswd_adoption(
     emails = [e for e in (_email_candidate(entry.username) for entry in entries) if e]
     snapshot = load_snapshot(emails, [entry.username for entry in entries], [], lock=lock)
     placeholders = set(
-        Customer.objects.filter(email__iendswith="@" + PLACEHOLDER_DOMAIN).annotate(lower=Lower("email")).values_list("lower", flat=True)
+        Customer.objects.filter(email__iendswith="@" + PLACEHOLDER_DOMAIN)
+        .annotate(lower=Lower("email"))
+        .values_list("lower", flat=True)
     )
     for entry in entries:
         reason = f"{source} line {entry.line}"
         credential = snapshot.credentials.get(entry.username.lower())
-        owner = credential.customer if credential else snapshot.customers.get((_email_candidate(entry.username) or "").lower())
+        owner = (
+            credential.customer
+            if credential
+            else snapshot.customers.get((_email_candidate(entry.username) or "").lower())
+        )
         if owner is not None and owner.tier_id != tier.pk:
             problem = Problem(
                 entry.line,
@@ -1007,7 +1063,9 @@ def plan_htpasswd_adoption(
             credential.rotated_at = timezone.now()
             plan.changes.updated_credentials[credential.pk] = credential
             plan.changes.events.append(
-                PendingEvent("credential_rotated", owner, {"password_hash": ["…", "…"], "username": [entry.username] * 2}, reason)
+                PendingEvent(
+                    "credential_rotated", owner, {"password_hash": ["…", "…"], "username": [entry.username] * 2}, reason
+                )
             )
             plan.updated += 1
         else:

@@ -1,4 +1,5 @@
 """Helpers shared by the import and export tests."""
+
 from __future__ import annotations
 
 from io import StringIO

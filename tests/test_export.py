@@ -1,4 +1,5 @@
 """export_customers writes every customer; its CSV imports back unchanged."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def customers(tiers):
-    ann = services.create_customer(name="Acme, Inc.", email="ann@acme.io", tier=tiers["pro"], actor=COMMAND,
-                                   stripe_customer_id="cus_ANN")
+    ann = services.create_customer(
+        name="Acme, Inc.", email="ann@acme.io", tier=tiers["pro"], actor=COMMAND, stripe_customer_id="cus_ANN"
+    )
     services.issue_credential(ann, actor=COMMAND, username="ann", password="pw-ann")
     services.issue_credential(ann, actor=COMMAND, username="ann-ci", password="pw-ci")
     bob = services.create_customer(name="Bob", email="bob@acme.io", tier=tiers["enterprise"], actor=COMMAND)
@@ -39,7 +41,9 @@ def test_csv_has_every_customer_with_tier_statuses_and_usernames_and_no_hashes(c
     out, err = run("export_customers")
     assert "$2y$" not in out
     rows = parse_csv(out)
-    assert [(r["email"], r["tier"], r["status"], r["payment_status"], r["username"], r["other_usernames"]) for r in rows] == [
+    assert [
+        (r["email"], r["tier"], r["status"], r["payment_status"], r["username"], r["other_usernames"]) for r in rows
+    ] == [
         ("ann@acme.io", "pro", "active", "current", "ann", "ann-ci"),
         ("bob@acme.io", "enterprise", "suspended", "past_due", "bob", ""),
         ("nc@acme.io", "pro", "active", "current", "", ""),
@@ -77,7 +81,10 @@ def test_csv_with_hashes_rebuilds_an_empty_database(customers, htpasswd_dir, tmp
     result, _ = run("import_customers", str(path), "--credentials-out", str(tmp_path / "secrets.csv"))
     assert "Created 3, updated 0, unchanged 0." in result
     assert "1 generated secret(s) written" in result
-    assert dict(Credential.objects.exclude(customer__email="nc@acme.io").values_list("username", "password_hash")) == hashes
+    assert (
+        dict(Credential.objects.exclude(customer__email="nc@acme.io").values_list("username", "password_hash"))
+        == hashes
+    )
     assert apache_verifies(htpasswd_dir / "pro.htpasswd", "ann", "pw-ann")
     bob = Customer.objects.get(email="bob@acme.io")
     assert (bob.status, bob.payment_status, bob.tier.slug) == ("suspended", "past_due", "enterprise")

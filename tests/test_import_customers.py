@@ -1,5 +1,6 @@
 """import_customers: all-or-nothing, line-numbered problems, an idempotent
 upsert keyed by email, secrets only in a 0600 file, one rewrite per tier."""
+
 from __future__ import annotations
 
 import csv
@@ -58,7 +59,9 @@ def test_invalid_row_is_reported_by_line_and_changes_nothing(tiers, htpasswd_dir
 
 def test_invalid_status_is_reported_by_line(tiers, htpasswd_dir, tmp_path):
     before = file_state(htpasswd_dir)
-    path = write_csv(tmp_path / "c.csv", "email,name,tier,status\nann@acme.io,Ann,pro,active\nbob@acme.io,Bob,pro,frozen\n")
+    path = write_csv(
+        tmp_path / "c.csv", "email,name,tier,status\nann@acme.io,Ann,pro,active\nbob@acme.io,Bob,pro,frozen\n"
+    )
     _error, stderr = run_failing("import_customers", str(path), "--credentials-out", str(tmp_path / "s.csv"))
     assert "line 3: invalid status 'frozen'" in stderr
     nothing_changed(htpasswd_dir, before)
@@ -95,7 +98,9 @@ def test_username_of_another_customer_is_refused(tiers, tmp_path, secret_column)
     # (A file of given hashes only is planned once, inside the transaction.)
     run("import_customers", str(write_csv(tmp_path / "a.csv", GOOD)))
     secret = "pw" if secret_column == "password" else htpasswd_bcrypt("pw")
-    path = write_csv(tmp_path / "b.csv", f"email,name,tier,username,{secret_column}\nbob@acme.io,Bob,enterprise,Ann,{secret}\n")
+    path = write_csv(
+        tmp_path / "b.csv", f"email,name,tier,username,{secret_column}\nbob@acme.io,Bob,enterprise,Ann,{secret}\n"
+    )
     _error, stderr = run_failing("import_customers", str(path))
     assert "line 2: the username 'Ann' belongs to another customer (ann@acme.io, tier pro)" in stderr
     assert Customer.objects.count() == 1
@@ -104,7 +109,7 @@ def test_username_of_another_customer_is_refused(tiers, tmp_path, secret_column)
 def test_bom_crlf_and_quoted_fields(tiers, htpasswd_dir, tmp_path):
     text = (
         "email,name,tier,username,password,status\n"
-        'ann@acme.io,"Acme, Inc. ""Ann""",pro,ann,"pw,with ""quotes""",active\n'
+        'ann@acme.io,"Acme, Inc. ""Ann""",Pro,ann,"pw,with ""quotes""",active\n'
         '"bob@acme.io","Bob",enterprise,bob,pw-bob,\n'
     )
     path = write_csv(tmp_path / "c.csv", text, bom=True, crlf=True)
@@ -145,7 +150,11 @@ def htpasswd_bcrypt(password: str) -> str:
 
 def test_changed_rows_are_updated(tiers, htpasswd_dir, tmp_path):
     run("import_customers", str(write_csv(tmp_path / "a.csv", GOOD + "bob@acme.io,Bob,pro,bob,pw-bob\n")))
-    text = "email,name,tier,username,password,status\nann@acme.io,Ann B,enterprise,ann,pw-new,\nbob@acme.io,Bob,pro,bob,pw-bob,suspended\n"
+    text = (
+        "email,name,tier,username,password,status\n"
+        "ann@acme.io,Ann B,enterprise,ann,pw-new,\n"
+        "bob@acme.io,Bob,pro,bob,pw-bob,suspended\n"
+    )
     out, _ = run("import_customers", str(write_csv(tmp_path / "b.csv", text)))
     assert "Created 0, updated 2, unchanged 0." in out
     assert file_users(htpasswd_dir, "pro") == []
@@ -196,7 +205,9 @@ def test_existing_credentials_file_is_never_overwritten(tiers, tmp_path):
     secrets_path = tmp_path / "secrets.csv"
     secrets_path.write_text("earlier secrets\n")
     text = "email,name,tier\nann@acme.io,Ann,pro\n"
-    error, _ = run_failing("import_customers", str(write_csv(tmp_path / "c.csv", text)), "--credentials-out", str(secrets_path))
+    error, _ = run_failing(
+        "import_customers", str(write_csv(tmp_path / "c.csv", text)), "--credentials-out", str(secrets_path)
+    )
     assert "already exists" in error
     assert secrets_path.read_text() == "earlier secrets\n"
     assert Customer.objects.count() == 0
@@ -212,7 +223,9 @@ def test_each_tier_file_is_written_once(tiers, htpasswd_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(htpasswd, "write_atomic", counting)
     lines = [f"u{i}@acme.io,U{i},{'pro' if i % 2 else 'enterprise'},u{i},pw{i}" for i in range(60)]
-    run("import_customers", str(write_csv(tmp_path / "c.csv", "email,name,tier,username,password\n" + "\n".join(lines))))
+    run(
+        "import_customers", str(write_csv(tmp_path / "c.csv", "email,name,tier,username,password\n" + "\n".join(lines)))
+    )
     assert writes == {"pro.htpasswd": 1, "enterprise.htpasswd": 1}
     assert len(file_users(htpasswd_dir, "pro")) == 30
 
@@ -233,14 +246,28 @@ def test_query_count_does_not_grow_per_row(tiers, tmp_path):
 
 def test_audit_events_name_the_command_and_line(tiers, tmp_path):
     run("import_customers", str(write_csv(tmp_path / "a.csv", GOOD)))
-    run("import_customers", str(write_csv(tmp_path / "b.csv", "email,name,tier,username,password\nann@acme.io,Ann,pro,ann-ci,pw\n")))
-    events = list(AuditEvent.objects.order_by("id").values_list("actor_kind", "actor_label", "action", "reason", "changes"))
+    run(
+        "import_customers",
+        str(write_csv(tmp_path / "b.csv", "email,name,tier,username,password\nann@acme.io,Ann,pro,ann-ci,pw\n")),
+    )
+    events = list(
+        AuditEvent.objects.order_by("id").values_list("actor_kind", "actor_label", "action", "reason", "changes")
+    )
     assert events == [
         # One event for a customer created with its credential.
-        ("command", importing.COMMAND_CUSTOMERS, "created", "a.csv line 2", {
-            "status": [None, "active"], "payment_status": [None, "current"], "suspension_reason": [None, ""],
-            "tier": [None, "pro"], "username": [None, "ann"],
-        }),
+        (
+            "command",
+            importing.COMMAND_CUSTOMERS,
+            "created",
+            "a.csv line 2",
+            {
+                "status": [None, "active"],
+                "payment_status": [None, "current"],
+                "suspension_reason": [None, ""],
+                "tier": [None, "pro"],
+                "username": [None, "ann"],
+            },
+        ),
         ("command", importing.COMMAND_CUSTOMERS, "credential_issued", "b.csv line 2", {"username": [None, "ann-ci"]}),
     ]
 

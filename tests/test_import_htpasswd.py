@@ -1,5 +1,6 @@
 """import_htpasswd adopts an existing Apache htpasswd file: every user keeps
 their password, as Apache's own `htpasswd -vb` confirms afterwards."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,7 +24,11 @@ USERS = {
 
 def apache_line(username: str, flag: str, password: str) -> str:
     result = subprocess.run(
-        [require_program("htpasswd"), "-nb", flag, username, password], capture_output=True, text=True, timeout=30, check=True
+        [require_program("htpasswd"), "-nb", flag, username, password],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return result.stdout.strip()
 
@@ -74,7 +79,10 @@ def test_readopting_changes_nothing(tiers, htpasswd_dir, vendor_file):
     run("import_htpasswd", "pro", str(vendor_file))
     before, events = file_state(htpasswd_dir), AuditEvent.objects.count()
     out, _ = run("import_htpasswd", "pro", str(vendor_file))
-    assert "0 with a new placeholder customer (flagged for review), 0 added to an existing customer, 0 with a changed hash, 4 unchanged" in out
+    assert (
+        "0 with a new placeholder customer (flagged for review), 0 added to an existing customer, "
+        "0 with a changed hash, 4 unchanged" in out
+    )
     assert file_state(htpasswd_dir) == before
     assert (Customer.objects.count(), AuditEvent.objects.count()) == (4, events)
 
@@ -103,8 +111,7 @@ def test_malformed_lines_are_reported_by_line(tiers, htpasswd_dir, tmp_path):
         apache_line("ann", "-B", "pw") + "\n"
         "no-separator\n"
         "bob:plaintext-password\n"
-        "bad user:$apr1$Jc5ejRXN$CKJxuVzNlB1e9FYLxjo/J.\n"
-        + apache_line("ANN", "-B", "pw2") + "\n"
+        "bad user:$apr1$Jc5ejRXN$CKJxuVzNlB1e9FYLxjo/J.\n" + apache_line("ANN", "-B", "pw2") + "\n"
     )
     before = file_state(htpasswd_dir)
     _error, stderr = run_failing("import_htpasswd", "pro", str(path))

@@ -1,5 +1,6 @@
 """Progress on a terminal for the bulk commands: one self-rewriting line on
 stderr, only when stderr is a TTY (never in logs, cron mail or pipes)."""
+
 from __future__ import annotations
 
 import time

@@ -20,7 +20,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="The CSV file (UTF-8, with or without BOM; CRLF is fine).")
-        parser.add_argument("--dry-run", action="store_true", help="Check and report what would change; change nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Check and report what would change; change nothing."
+        )
         parser.add_argument(
             "--credentials-out",
             type=Path,
@@ -46,10 +48,14 @@ class Command(BaseCommand):
             self.stderr.write(str(warning))
         plan = prepared.plan
         if plan.generated_count and credentials_out is not None and credentials_out.exists():
-            raise CommandError(f"{credentials_out} already exists; it may hold earlier secrets, so it is never overwritten.")
+            raise CommandError(
+                f"{credentials_out} already exists; it may hold earlier secrets, so it is never overwritten."
+            )
         if dry_run:
-            self.stdout.write(f"Dry run: nothing changed. Would create {plan.created}, update {plan.updated}, "
-                              f"leave {plan.unchanged} unchanged.")
+            self.stdout.write(
+                f"Dry run: nothing changed. Would create {plan.created}, update {plan.updated}, "
+                f"leave {plan.unchanged} unchanged."
+            )
             self._details(plan, "would be ")
             return
         try:
@@ -71,7 +77,9 @@ class Command(BaseCommand):
                 f"Credentials {would}issued: {plan.credentials_created} ({plan.generated_count} with a generated "
                 f"secret); {would}given a new hash: {plan.credentials_updated}."
             )
-        tiers = list(plan.changes.gaining_tiers) + [t for t in plan.changes.losing_tiers if t not in plan.changes.gaining_tiers]
+        tiers = list(plan.changes.gaining_tiers) + [
+            t for t in plan.changes.losing_tiers if t not in plan.changes.gaining_tiers
+        ]
         self.stdout.write(f"Tier files {would}rewritten: {', '.join(tiers) if tiers else 'none'}.")
 
     def _fail(self, exc: importing.ImportFailed) -> None:

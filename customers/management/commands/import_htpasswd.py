@@ -58,5 +58,7 @@ class Command(BaseCommand):
             f"{plan.updated} with a changed hash, {plan.unchanged} unchanged; {len(plan.skipped)} skipped."
         )
         if plan.adopted:
-            self.stdout.write("Complete the placeholder customers' names and emails in the admin (filter: needs review), "
-                              "or import a customer CSV that names their usernames.")
+            self.stdout.write(
+                "Complete the placeholder customers' names and emails in the admin (filter: needs review), "
+                "or import a customer CSV that names their usernames."
+            )
