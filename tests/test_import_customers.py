@@ -337,3 +337,17 @@ def test_fast_bulk_hash_is_the_same_2y_bcrypt(tmp_path):
     assert apache_verifies(path, "u", "pw-fast")
     with pytest.raises(passwords.PasswordError):
         passwords.hash_secret_fast("x" * 73, 5)
+
+
+def test_a_tier_file_that_cannot_be_written_fails_the_command_loudly(tiers, htpasswd_dir, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(htpasswd, "write_atomic", disk_full)
+    error, _ = run_failing("import_customers", str(write_csv(tmp_path / "c.csv", GOOD)))
+    assert "The import is saved, but 1 tier file(s) could not be written" in error
+    assert "No space left on device" in error and "sync_htpasswd" in error
+    assert Customer.objects.filter(email="ann@acme.io").exists()  # the database is the truth
+    monkeypatch.undo()
+    run("sync_htpasswd")
+    assert file_users(htpasswd_dir, "pro") == ["ann"]

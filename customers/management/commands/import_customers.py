@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from customers import importing, services
 from customers.audit import Actor
 
-from ._progress import TerminalProgress
+from ._progress import TerminalProgress, report_unwritten_tiers
 
 
 class Command(BaseCommand):
@@ -70,6 +70,7 @@ class Command(BaseCommand):
         self._details(plan, "")
         if plan.generated:
             self.stdout.write(f"{len(plan.generated)} generated secret(s) written to {credentials_out} (mode 0600).")
+        report_unwritten_tiers(plan.changes)
 
     def _details(self, plan: importing.CustomerPlan, would: str) -> None:
         if plan.credentials_created or plan.credentials_updated:

@@ -8,6 +8,8 @@ from customers import importing, services
 from customers.audit import Actor
 from customers.models import Tier
 
+from ._progress import report_unwritten_tiers
+
 
 class Command(BaseCommand):
     help = (
@@ -57,6 +59,7 @@ class Command(BaseCommand):
             f"placeholder customer (flagged for review), {plan.attached} added to an existing customer, "
             f"{plan.updated} with a changed hash, {plan.unchanged} unchanged; {len(plan.skipped)} skipped."
         )
+        report_unwritten_tiers(plan.changes)
         if plan.adopted:
             self.stdout.write(
                 "Complete the placeholder customers' names and emails in the admin (filter: needs review), "
