@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from . import importing, passwords, sync
+from . import passwords, sync
 from .audit import Actor, acting_as
 from .htpasswd import USERNAME_RE
 from .models import Credential, Customer, Tier
@@ -233,7 +233,10 @@ def revoke_credential(credential: Credential, *, actor: Actor) -> Credential:
         return credential
 
 
-# --- Bulk imports (issue 5) -----------------------------------------------------------------
+# --- Bulk imports ------------------------------------------------------------------------------
+# importing.py reads, checks and plans (no writes); these apply a plan. Imported
+# here, beside its only users, to keep this section self-contained.
+from . import importing  # noqa: E402
 
 
 def apply_customer_import(
