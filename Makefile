@@ -64,5 +64,10 @@ test: test-sqlite test-postgres
 bench: venv system-packages
 	$(BIN)/python benchmarks/run_all.py
 
+# Refresh the screenshots in docs/img (docs/staff-guide.md) from the browser tests.
+.PHONY: screenshots
+screenshots: venv system-packages
+	REGISTRY_ADMIN_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest tests/test_browser.py
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -45,3 +45,19 @@ def check_htpasswd_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_stripe_settings(app_configs=None, **kwargs):
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if secret and not secret.startswith("whsec_"):
+        # An API key (sk_…) pasted by mistake would make every event fail
+        # its signature check, and Stripe would give up after three days.
+        return [
+            checks.Warning(
+                "STRIPE_WEBHOOK_SECRET does not start with 'whsec_'; every webhook would be rejected.",
+                hint="Use the endpoint's signing secret from the Stripe Dashboard, not an API key.",
+                id="customers.W401",
+            )
+        ]
+    return []

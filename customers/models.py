@@ -9,6 +9,7 @@ database constraints as well as by validation, so that a plain ORM call in
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -96,6 +97,20 @@ class Tier(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        # The proxy config is rendered from these; catch a bad prefix here,
+        # in the admin form, rather than when the operator renders it.
+        from .proxyconf import ProxyConfigError, validate_prefix
+
+        errors = []
+        for prefix in self.prefixes:
+            try:
+                validate_prefix(prefix, self.slug)
+            except ProxyConfigError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValidationError({"repository_prefixes": errors})
+
     @property
     def prefixes(self) -> list[str]:
         return [line.strip().strip("/") for line in self.repository_prefixes.splitlines() if line.strip()]
@@ -166,6 +181,13 @@ class Customer(TrackedModel):
 
     class Meta:
         ordering = ["name"]
+        # Checked by the admin actions themselves (see customers/permissions.py),
+        # so a group without one cannot act even by posting the action directly.
+        permissions = [
+            ("suspend_customer", "Can suspend customers"),
+            ("revoke_customer", "Can revoke customers"),
+            ("reactivate_customer", "Can reactivate customers"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="customer_email_ci_unique"),
             models.CheckConstraint(condition=models.Q(status__in=CustomerStatus.values), name="customer_status_valid"),
@@ -183,6 +205,16 @@ class Customer(TrackedModel):
         if not self.stripe_customer_id:
             self.stripe_customer_id = None
         self.email = self.email.strip()
+        # The grace period counts from past_due_since, so keep it in step
+        # with payment_status however that changed (billing, the admin's
+        # change form, the shell).
+        if self.payment_status == PaymentStatus.PAST_DUE:
+            self.past_due_since = self.past_due_since or timezone.now()
+        else:
+            self.past_due_since = None
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "payment_status" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "past_due_since"}
         super().save(*args, **kwargs)
 
     @property
@@ -223,6 +255,10 @@ class Credential(TrackedModel):
 
     class Meta:
         ordering = ["username"]
+        permissions = [
+            ("rotate_credential", "Can issue and rotate credentials"),
+            ("revoke_credential", "Can revoke single credentials"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("username"), name="credential_username_ci_unique"),
             models.CheckConstraint(condition=models.Q(username__regex=USERNAME_REGEX), name="credential_username_format"),

@@ -8,8 +8,9 @@ affected tier files to be rewritten when the transaction commits.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -152,13 +153,16 @@ def change_tier(customer: Customer, tier: Tier, *, actor: Actor) -> Customer:
         return customer
 
 
-def set_payment_status(customer: Customer, payment_status: str, *, actor: Actor) -> Customer:
+def set_payment_status(
+    customer: Customer, payment_status: str, *, actor: Actor, since: datetime | None = None
+) -> Customer:
+    """``since``: when payment became past due (default now); the grace period counts from it."""
     with transaction.atomic(), acting_as(actor):
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
         if customer.payment_status == payment_status:
             return customer
         if payment_status == PaymentStatus.PAST_DUE and customer.past_due_since is None:
-            customer.past_due_since = timezone.now()
+            customer.past_due_since = since or timezone.now()
         elif payment_status != PaymentStatus.PAST_DUE:
             customer.past_due_since = None
         customer.payment_status = payment_status
@@ -231,6 +235,200 @@ def revoke_credential(credential: Credential, *, actor: Actor) -> Credential:
             credential.save(update_fields=["revoked_at"])
             sync.schedule_rebuild([credential.customer.tier.slug])
         return credential
+
+
+# --- Billing ---------------------------------------------------------------------------
+#
+# The Stripe webhook (``billing.py``) and ``suspend_lapsed`` change access only
+# through these. Two rules hold throughout: a revoked customer is never
+# reinstated by billing (only staff can do that), and only a suspension for
+# non-payment is lifted by a payment, never one made by staff.
+
+
+def record_payment_failed(customer: Customer, *, actor: Actor, since: datetime | None = None) -> Customer:
+    """Payment is past due. Access stays until the grace period ends
+    (``suspend_lapsed``), which counts from the first failure, ``since``."""
+    return set_payment_status(customer, PaymentStatus.PAST_DUE, actor=actor, since=since)
+
+
+def record_payment(customer: Customer, *, actor: Actor) -> Customer:
+    """Payment is current again; lift a suspension for non-payment."""
+    with transaction.atomic(), acting_as(actor):
+        customer = set_payment_status(customer, PaymentStatus.CURRENT, actor=actor)
+        if customer.status == Status.SUSPENDED and customer.suspension_reason == SuspensionReason.NONPAYMENT:
+            customer = reactivate(customer, actor=actor)
+        return customer
+
+
+def suspend_for_nonpayment(customer: Customer, *, actor: Actor) -> Customer:
+    """Suspend an active customer for non-payment. A customer already
+    suspended by staff keeps that reason, so a later payment does not lift
+    the staff's suspension; a revoked one stays revoked."""
+    with transaction.atomic(), acting_as(actor):
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.status != Status.ACTIVE:
+            return customer
+        return suspend(customer, actor=actor, reason=SuspensionReason.NONPAYMENT)
+
+
+# Stripe subscription status -> what it means for payment and access. Other
+# statuses (incomplete, paused) leave both as they are.
+SUBSCRIPTION_PAYMENT_STATUS = {
+    "active": PaymentStatus.CURRENT,
+    "trialing": PaymentStatus.CURRENT,
+    "past_due": PaymentStatus.PAST_DUE,
+    "unpaid": PaymentStatus.UNPAID,
+    "canceled": PaymentStatus.CANCELED,
+    "incomplete_expired": PaymentStatus.CANCELED,
+}
+
+
+def apply_subscription_status(
+    customer: Customer,
+    subscription_status: str,
+    *,
+    actor: Actor,
+    tier: Tier | None = None,
+    since: datetime | None = None,
+) -> Customer:
+    """Set payment, access and (when given) tier from a subscription's
+    status. State is taken from the status itself, never toggled, so
+    applying the same status twice changes nothing."""
+    payment_status = SUBSCRIPTION_PAYMENT_STATUS.get(subscription_status)
+    with transaction.atomic(), acting_as(actor):
+        if payment_status == PaymentStatus.CURRENT:
+            customer = record_payment(customer, actor=actor)
+        elif payment_status == PaymentStatus.UNPAID:
+            customer = set_payment_status(customer, payment_status, actor=actor)
+            customer = suspend_for_nonpayment(customer, actor=actor)
+        elif payment_status == PaymentStatus.CANCELED:
+            customer = set_payment_status(customer, payment_status, actor=actor)
+            customer = revoke(customer, actor=actor)
+        elif payment_status is not None:
+            customer = set_payment_status(customer, payment_status, actor=actor, since=since)
+        # A subscription that ended says nothing about a tier any more.
+        if tier is not None and payment_status != PaymentStatus.CANCELED:
+            customer = change_tier(customer, tier, actor=actor)
+        return customer
+
+
+def cancel_subscription(customer: Customer, *, actor: Actor) -> Customer:
+    """The subscription is gone: payment canceled and access revoked for good."""
+    with transaction.atomic(), acting_as(actor):
+        customer = set_payment_status(customer, PaymentStatus.CANCELED, actor=actor)
+        return revoke(customer, actor=actor)
+
+
+def note_billing_event_applied(customer: Customer, event_created_at: datetime) -> Customer:
+    """Remember the creation time of the newest Stripe event applied, so an
+    older one delivered later (Stripe does not keep order) is ignored."""
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        if customer.last_billing_event_at is None or customer.last_billing_event_at < event_created_at:
+            customer.last_billing_event_at = event_created_at
+            customer.save(update_fields=["last_billing_event_at", "updated_at"])
+        return customer
+
+
+def lapsed_customers(now: datetime | None = None, grace_days: int | None = None):
+    """Active customers whose payment has been past due for longer than the grace period."""
+    now = now or timezone.now()
+    grace_days = settings.GRACE_PERIOD_DAYS if grace_days is None else grace_days
+    return Customer.objects.filter(
+        status=Status.ACTIVE,
+        payment_status=PaymentStatus.PAST_DUE,
+        past_due_since__lt=now - timedelta(days=grace_days),
+    ).order_by("pk")
+
+
+def suspend_lapsed(*, actor: Actor, now: datetime | None = None, grace_days: int | None = None) -> list[Customer]:
+    """Suspend, for non-payment, every customer past the grace period.
+
+    One transaction for all of them, so each affected tier file is written
+    once on commit however many customers lapse. Only active customers are
+    selected, so running it again changes nothing.
+    """
+    with transaction.atomic(), acting_as(actor):
+        # Locked, so a payment committing meanwhile is either seen (and the
+        # customer no longer selected) or waits and then lifts the suspension.
+        lapsed = lapsed_customers(now, grace_days).select_for_update()
+        return [suspend_for_nonpayment(customer, actor=actor) for customer in lapsed]
+
+
+# --- Staff workflow (issue 6): bulk status changes, rotation with overlap -----------
+
+MAX_ROTATION_OVERLAP = timedelta(days=7)
+
+
+def change_status_of_many(customers: Iterable[Customer], service, *, actor: Actor) -> list[Customer]:
+    """Apply ``suspend``, ``revoke`` or ``reactivate`` to many customers in
+    one transaction, so each affected tier file is written once, on commit,
+    however many customers were selected. Returns those whose status changed.
+    """
+    changed = []
+    with transaction.atomic(), acting_as(actor):
+        for customer in customers:
+            before = (customer.status, customer.suspension_reason)
+            after = service(customer, actor=actor)
+            if (after.status, after.suspension_reason) != before:
+                changed.append(after)
+    return changed
+
+
+def successor_username(username: str) -> str:
+    """A free username for the credential that replaces ``username`` during
+    an overlapping rotation: ``acme`` -> ``acme-r2`` -> ``acme-r3``…"""
+    base = re.sub(r"-r[0-9]+$", "", username)[:140]
+    n = 2
+    while Credential.objects.annotate(lower=Lower("username")).filter(lower=f"{base}-r{n}".lower()).exists():
+        n += 1
+    return f"{base}-r{n}"
+
+
+def rotate_credential_with_overlap(
+    credential: Credential,
+    *,
+    actor: Actor,
+    old_works_until: datetime,
+    username: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedCredential:
+    """Issue a replacement credential while the old one keeps working until
+    ``old_works_until`` (at most 7 days away).
+
+    Apache uses the first line that names a user, so one username cannot
+    carry two working hashes. The new secret therefore gets a new credential
+    with a new username, and the old credential gets ``expires_at``: both
+    are in the tier file until then, and ``sync_htpasswd`` (run every
+    minute) drops the old line once its time has passed.
+    """
+    now = timezone.now()
+    if not now < old_works_until <= now + MAX_ROTATION_OVERLAP:
+        raise ValidationError("The old secret can keep working for at most 7 days, ending in the future.",
+                              code="invalid_overlap")
+    if expires_at is not None and expires_at <= now:
+        raise ValidationError("The new credential's expiry must be in the future.", code="invalid_expiry")
+    secret = passwords.generate_secret()
+    new_hash = hash_password(secret)
+    with transaction.atomic():
+        old = Credential.objects.select_for_update().select_related("customer__tier").get(pk=credential.pk)
+        if not old.is_usable(now):
+            raise ValidationError(
+                f"{old.username} is revoked or expired; rotate it without overlap or issue a new credential.",
+                code="not_usable",
+            )
+        why = f"rotation with overlap: {old.username} works until {old_works_until.isoformat(timespec='seconds')}"
+        with acting_as(replace(actor, reason="; ".join(filter(None, [actor.reason, why])))):
+            new_username = validate_username(username) if username else successor_username(old.username)
+            new = Credential.objects.create(
+                customer=old.customer, username=new_username, password_hash=new_hash, label=old.label,
+                expires_at=expires_at,
+            )
+            if old.expires_at is None or old.expires_at > old_works_until:
+                old.expires_at = old_works_until
+                old.save(update_fields=["expires_at"])
+            sync.schedule_rebuild([old.customer.tier.slug])
+    return IssuedCredential(new, secret)
 
 
 # --- Bulk imports ------------------------------------------------------------------------------

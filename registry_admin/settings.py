@@ -6,6 +6,7 @@ Bad values fail loudly at start-up rather than misbehaving later.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -26,7 +27,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the staff dashboard on its index page.
+    "customers.admin_site.RegistryAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -34,6 +36,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "customers.apps.CustomersConfig",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -45,6 +48,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a lockout into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "registry_admin.urls"
@@ -90,6 +95,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Staff login hardening (django-axes) --------------------------------------
+# Axes counts failed logins and locks out after AXES_FAILURE_LIMIT of them for
+# AXES_COOLOFF_MINUTES. It must come first: it refuses a locked-out login
+# before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# Lock the (username, client address) pair: an attacker cannot lock a staff
+# member out from everywhere, and one address cannot keep guessing one
+# account. Behind the proxy every request comes from its address, so this
+# becomes per username; see docs/staff-guide.md.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -142,6 +165,8 @@ HTPASSWD_LOCK_TIMEOUT = env.float("HTPASSWD_LOCK_TIMEOUT", default=10.0)
 
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="") or None
 GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
+if GRACE_PERIOD_DAYS < 0:
+    raise ImproperlyConfigured("GRACE_PERIOD_DAYS must be 0 or more.")
 # The host customers type in `docker login`; shown next to a new secret.
 REGISTRY_HOST = env.str("REGISTRY_HOST", default="registry.example.com")
 

@@ -6,4 +6,5 @@ from customers import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("webhooks/stripe/", views.stripe_webhook, name="stripe-webhook"),
 ]

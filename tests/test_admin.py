@@ -82,6 +82,9 @@ def test_issue_credential_with_unsafe_username_is_refused(staff_client, customer
 
 def test_suspend_and_reactivate_actions(staff_client, customer, htpasswd_dir):
     response = run_action(staff_client, "suspend_selected", customer)
+    assert response.status_code == 200  # the confirmation page; nothing changed yet
+    assert Customer.objects.get().status == "active"
+    response = run_action(staff_client, "suspend_selected", customer, confirmed="yes")
     assert response.status_code == 302
     assert Customer.objects.get().status == "suspended"
     assert file_users(htpasswd_dir, "pro") == []
@@ -95,7 +98,7 @@ def test_suspend_and_reactivate_actions(staff_client, customer, htpasswd_dir):
 def test_revoke_asks_for_confirmation_first(staff_client, customer, htpasswd_dir):
     response = run_action(staff_client, "revoke_selected", customer)
     assert response.status_code == 200
-    assert b"Revoke access?" in response.content and b"ops@acme.io" in response.content
+    assert b"Revoke 1 customer(s)?" in response.content and b"ops@acme.io" in response.content
     assert Customer.objects.get().status == "active"
     assert file_users(htpasswd_dir, "pro") == ["acme"]
 
@@ -145,3 +148,17 @@ def test_audit_log_is_read_only(staff_client, customer):
 def test_admin_requires_staff(client, customer):
     response = client.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_marking_past_due_in_the_change_form_starts_the_grace_period(staff_client, customer, tiers):
+    response = staff_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {"name": "Acme", "email": "ops@acme.io", "tier": tiers["pro"].pk, "payment_status": "past_due", "notes": ""},
+    )
+    assert response.status_code == 302, response.content
+    assert Customer.objects.get().past_due_since is not None
+    staff_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {"name": "Acme", "email": "ops@acme.io", "tier": tiers["pro"].pk, "payment_status": "current", "notes": ""},
+    )
+    assert Customer.objects.get().past_due_since is None
