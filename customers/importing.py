@@ -591,7 +591,7 @@ class Snapshot:
     customers_by_id: dict[int, Customer]
     credentials: dict[str, Credential]  # lowered username -> credential
     by_customer: dict[int, list[Credential]]
-    stripe_owner: dict[str, int]
+    stripe_owner: dict[str, tuple[int, str]]  # Stripe id -> (customer pk, email)
     all_usernames: set[str] | None = None  # lowered; loaded only when a username must be derived
 
     def usernames(self) -> set[str]:
@@ -624,11 +624,10 @@ def load_snapshot(
     for chunk in _chunks(sorted({u.lower() for u in usernames})):
         query = Credential.objects.annotate(lower=Lower("username")).filter(lower__in=chunk)
         credentials.update((c.pk, c) for c in query)
-    stripe_owner: dict[str, int] = {}
+    stripe_owner: dict[str, tuple[int, str]] = {}
     for chunk in _chunks(sorted(set(stripe_ids))):
-        stripe_owner.update(
-            Customer.objects.filter(stripe_customer_id__in=chunk).values_list("stripe_customer_id", "pk")
-        )
+        query = Customer.objects.filter(stripe_customer_id__in=chunk).values_list("stripe_customer_id", "pk", "email")
+        stripe_owner.update((stripe_id, (pk, email)) for stripe_id, pk, email in query)
     # Owners of named usernames that the file does not name by email (for
     # messages, and to complete placeholder customers from import_htpasswd).
     missing = sorted({c.customer_id for c in credentials.values()} - customers.keys())
@@ -713,13 +712,12 @@ def plan_customer_import(
                 )
             )
             continue
-        owner_id = snapshot.stripe_owner.get(row.stripe_customer_id or "")
+        owner_id, owner_email = snapshot.stripe_owner.get(row.stripe_customer_id or "", (None, ""))
         if owner_id is not None and (customer is None or owner_id != customer.pk):
             plan.problems.append(
                 Problem(
                     row.line,
-                    f"the stripe_customer_id {row.stripe_customer_id!r} belongs to another customer "
-                    f"({snapshot.customers_by_id.get(owner_id, owner_id)})",
+                    f"the stripe_customer_id {row.stripe_customer_id!r} belongs to another customer ({owner_email})",
                 )
             )
             continue

@@ -351,3 +351,26 @@ def test_a_tier_file_that_cannot_be_written_fails_the_command_loudly(tiers, htpa
     monkeypatch.undo()
     run("sync_htpasswd")
     assert file_users(htpasswd_dir, "pro") == ["ann"]
+
+
+def test_stripe_id_of_another_customer_is_refused(tiers, tmp_path):
+    run(
+        "import_customers",
+        str(
+            write_csv(tmp_path / "a.csv", "email,name,tier,password,stripe_customer_id\nann@acme.io,Ann,pro,pw,cus_1\n")
+        ),
+    )
+    path = write_csv(tmp_path / "b.csv", "email,name,tier,password,stripe_customer_id\nbob@acme.io,Bob,pro,pw,cus_1\n")
+    _error, stderr = run_failing("import_customers", str(path))
+    assert "line 2: the stripe_customer_id 'cus_1' belongs to another customer (ann@acme.io)" in stderr
+    assert not Customer.objects.filter(email="bob@acme.io").exists()
+
+
+def test_payment_status_past_due_starts_the_grace_period(tiers, tmp_path):
+    text = "email,name,tier,password,payment_status\nann@acme.io,Ann,pro,pw,past_due\nbob@acme.io,Bob,pro,pw,\n"
+    run("import_customers", str(write_csv(tmp_path / "a.csv", text)))
+    assert Customer.objects.get(email="ann@acme.io").past_due_since is not None
+    run("import_customers", str(write_csv(tmp_path / "b.csv", text.replace("past_due", "current"))))
+    ann = Customer.objects.get(email="ann@acme.io")
+    assert (ann.payment_status, ann.past_due_since) == ("current", None)
+    assert Customer.objects.get(email="bob@acme.io").payment_status == "current"
