@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 
+import bcrypt as pyca_bcrypt
 from passlib.context import CryptContext
 from passlib.hash import bcrypt
 
@@ -50,6 +51,18 @@ def check_secret(secret: str) -> str:
 def hash_secret(secret: str, rounds: int) -> str:
     """bcrypt with the ``$2y$`` prefix, which Apache, nginx and the registry accept."""
     return bcrypt.using(rounds=rounds, ident="2y").hash(check_secret(secret))
+
+
+def hash_secret_fast(secret: str, rounds: int) -> str:
+    """The same ``$2y$`` hash as ``hash_secret``, straight through pyca/bcrypt.
+
+    For bulk hashing (imports): passlib adds about 0.2 ms of Python per
+    call, 10% of a cost-5 hash, and holds the GIL for it, which limits the
+    parallel speed-up. ``$2b$`` and ``$2y$`` are the same algorithm; only the
+    prefix differs.
+    """
+    raw = pyca_bcrypt.hashpw(check_secret(secret).encode("utf-8"), pyca_bcrypt.gensalt(rounds, prefix=b"2b"))
+    return "$2y$" + raw.decode("ascii")[4:]
 
 
 def verify(secret: str, password_hash: str) -> bool:

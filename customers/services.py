@@ -429,3 +429,65 @@ def rotate_credential_with_overlap(
                 old.save(update_fields=["expires_at"])
             sync.schedule_rebuild([old.customer.tier.slug])
     return IssuedCredential(new, secret)
+
+
+# --- Bulk imports ------------------------------------------------------------------------------
+# importing.py reads, checks and plans (no writes); these apply a plan. Imported
+# here, beside its only users, to keep this section self-contained.
+from . import importing  # noqa: E402
+
+
+def apply_customer_import(
+    prepared: importing.PreparedImport, *, actor: Actor, credentials_out=None
+) -> importing.CustomerPlan:
+    """Apply a checked customer import in one transaction; rewrite each
+    affected tier file once, on commit.
+
+    The plan is made again from a locked snapshot, reusing the bcrypt work
+    already done, so a change made since the file was checked is seen (and
+    may make the import fail) rather than overwritten. Generated secrets are
+    written to ``credentials_out`` before the commit, and removed if the
+    transaction does not commit, so no credential exists whose secret is lost.
+    """
+    committed = []
+    written = False
+    try:
+        with transaction.atomic(), acting_as(actor):
+            transaction.on_commit(lambda: committed.append(True))
+            rows = prepared.rows
+            plan = importing.plan_customer_import(
+                rows,
+                importing.snapshot_for(rows, lock=True),
+                prepared.hasher,
+                can_generate=credentials_out is not None,
+                source=prepared.source,
+            )
+            if plan.problems:
+                raise importing.ImportFailed(plan.problems)
+            importing.write_changes(plan.changes)
+            if plan.generated:
+                importing.write_credentials_file(credentials_out, plan.generated)
+                written = True
+            # Tiers that gain entries first, so a customer moving tier is
+            # never in neither file.
+            sync.schedule_rebuild(plan.changes.gaining_tiers)
+            sync.schedule_rebuild([s for s in plan.changes.losing_tiers if s not in plan.changes.gaining_tiers])
+    except BaseException:
+        if written and not committed:
+            credentials_out.unlink(missing_ok=True)
+        raise
+    return plan
+
+
+def adopt_htpasswd(
+    tier: Tier, entries: list[importing.HtpasswdEntry], *, actor: Actor, source: str, skip_conflicts: bool = False
+) -> importing.AdoptionPlan:
+    """Adopt an existing htpasswd file's users into ``tier``, keeping their
+    hashes, in one transaction with one rewrite of the tier file."""
+    with transaction.atomic(), acting_as(actor):
+        plan = importing.plan_htpasswd_adoption(tier, entries, source=source, skip_conflicts=skip_conflicts, lock=True)
+        if plan.problems:
+            raise importing.ImportFailed(plan.problems)
+        importing.write_changes(plan.changes)
+        sync.schedule_rebuild(plan.changes.gaining_tiers)
+    return plan
