@@ -48,9 +48,14 @@ system-packages:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# PostgreSQL runs on the machine; start it if it has stopped.
+# The suite's second run needs PostgreSQL on 127.0.0.1:5432 with a `postgres`
+# role it may use without a password (as on the CI machines). Install and
+# start it if it is missing or stopped.
 postgres:
-	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@dpkg-query -W -f='$${Status}\n' postgresql 2>/dev/null | grep -q "install ok installed" || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | tail -n 1) main start
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1
 
 test-sqlite: venv system-packages

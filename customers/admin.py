@@ -227,8 +227,9 @@ class CustomerAdmin(StrictIdsMixin, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         actor = Actor.staff(request.user)
-        for customer in queryset:
-            services.delete_customer(customer, actor=actor)
+        with transaction.atomic():  # one rewrite per tier, however many are deleted
+            for customer in queryset:
+                services.delete_customer(customer, actor=actor)
 
     # Permissions ------------------------------------------------------------------------
     # Django offers an action only to users for whom its has_<name>_permission

@@ -51,6 +51,17 @@ def validate_username(username: str) -> str:
     return username
 
 
+def username_candidates(email: str) -> Iterator[str]:
+    """Valid usernames derived from an email's local part: ``ops``, then
+    ``ops-2``, ``ops-3``… The caller takes the first one not in use."""
+    base = re.sub(r"[^A-Za-z0-9._@+-]", "-", email.split("@", 1)[0]).lstrip("._@+-")[:140] or "customer"
+    yield base
+    n = 2
+    while True:
+        yield f"{base}-{n}"
+        n += 1
+
+
 def validate_hash(password_hash: str) -> str:
     if not password_hash or HASH_FORBIDDEN_RE.search(password_hash) or not _only_hash_characters(password_hash):
         raise InvalidEntry("invalid hash: it must be non-empty, with no whitespace and no ':'")

@@ -173,7 +173,7 @@ class Hasher:
             if self.collect:
                 self.pending_hash[line] = password
                 return self.PLACEHOLDER
-            self.hashed[line] = passwords.hash_secret_fast(password, self.rounds)
+            self.hashed[line] = passwords.hash_secret(password, self.rounds)
         return self.hashed[line]
 
     def generate(self, line: int) -> tuple[str, str]:
@@ -182,7 +182,7 @@ class Hasher:
                 self.pending_hash[line] = None
                 return "", self.PLACEHOLDER
             secret = passwords.generate_secret()
-            self.generated[line] = (secret, passwords.hash_secret_fast(secret, self.rounds))
+            self.generated[line] = (secret, passwords.hash_secret(secret, self.rounds))
         return self.generated[line]
 
     def compute_verifications(self, progress: Progress | None = None) -> None:
@@ -201,8 +201,8 @@ class Hasher:
             _line, password = job
             if password is None:
                 secret = passwords.generate_secret()
-                return secret, passwords.hash_secret_fast(secret, self.rounds)
-            return None, passwords.hash_secret_fast(password, self.rounds)
+                return secret, passwords.hash_secret(secret, self.rounds)
+            return None, passwords.hash_secret(password, self.rounds)
 
         results = parallel_map(work, jobs, stage="hashing", progress=progress)
         for (line, password), (secret, hashed) in zip(jobs, results, strict=True):
@@ -898,12 +898,9 @@ def _record_issue(
 def derive_username(email: str, *taken: set[str]) -> str:
     """A valid username from the email's local part, in none of the ``taken``
     sets (lowered names)."""
-    base = re.sub(r"[^A-Za-z0-9._@+-]", "-", email.split("@", 1)[0]).lstrip("._@+-")[:140] or "customer"
-    candidate, n = base, 1
-    while any(candidate.lower() in names for names in taken):
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
+    return next(
+        c for c in htpasswd.username_candidates(email) if not any(c.lower() in names for names in taken)
+    )
 
 
 def write_credentials_file(path: Path, generated: Sequence[GeneratedSecret]) -> None:

@@ -17,8 +17,13 @@ from django.utils import timezone
 
 from . import htpasswd
 
-TIER_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
-USERNAME_REGEX = f"^{htpasswd.USERNAME_PATTERN}$"
+# \A and \Z, not ^ and $: in Python (and so in SQLite's REGEXP and Django's
+# RegexValidator) $ also matches before a final newline, which would let
+# "bob\n" through. PostgreSQL reads \A and \Z the same way.
+TIER_SLUG_PATTERN = r"\A[a-z0-9][a-z0-9-]*\Z"
+USERNAME_REGEX = rf"\A{htpasswd.USERNAME_PATTERN}\Z"
+# Printable ASCII except space and ':', like every hash format we accept.
+HASH_REGEX = r"\A[!-9;-~]+\Z"
 
 username_validator = RegexValidator(
     USERNAME_REGEX,
@@ -27,11 +32,14 @@ username_validator = RegexValidator(
 
 
 class TrackedModel(models.Model):
-    """Remembers the values of ``tracked_fields`` as last read or saved.
+    """A model whose ``tracked_fields`` the receivers compare before and
+    after each save, to know whether it changed who is entitled (and so
+    which tier files to rewrite) and what to write in the audit trail.
 
-    The receivers compare them with the values being saved, to know whether
-    a save changed who is entitled (and so which tier files to rewrite) and
-    what to write in the audit trail.
+    The "before" is read from the database just before the save
+    (``receivers.read_stored_state``), not remembered from when the instance
+    was loaded: another process may have changed the row since, and an
+    instance built by hand was never loaded at all.
     """
 
     tracked_fields: tuple[str, ...] = ()
@@ -39,23 +47,13 @@ class TrackedModel(models.Model):
     class Meta:
         abstract = True
 
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance.remember_state()
-        return instance
-
     def current_state(self) -> dict:
-        # Deferred fields are absent from __dict__ and compare as unknown.
-        return {name: self.__dict__.get(name) for name in self.tracked_fields}
-
-    def remember_state(self, state: dict | None = None) -> None:
-        self._loaded_state = self.current_state() if state is None else state
+        return {name: getattr(self, name) for name in self.tracked_fields}
 
     @property
-    def loaded_state(self) -> dict | None:
-        """The tracked values as stored, or None if this instance never was."""
-        return getattr(self, "_loaded_state", None)
+    def stored_state(self) -> dict | None:
+        """The tracked values as stored before this save; None for a new row."""
+        return getattr(self, "_stored_state", None)
 
 
 class Tier(models.Model):
@@ -234,7 +232,7 @@ class CredentialQuerySet(models.QuerySet):
 
 
 class Credential(TrackedModel):
-    tracked_fields = ("username", "password_hash", "expires_at", "revoked_at")
+    tracked_fields = ("customer_id", "username", "password_hash", "expires_at", "revoked_at")
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="credentials")
     username = models.CharField(
@@ -263,7 +261,7 @@ class Credential(TrackedModel):
             models.UniqueConstraint(Lower("username"), name="credential_username_ci_unique"),
             models.CheckConstraint(condition=models.Q(username__regex=USERNAME_REGEX), name="credential_username_format"),
             models.CheckConstraint(
-                condition=~models.Q(password_hash__regex=r"[\s:]") & ~models.Q(password_hash=""),
+                condition=models.Q(password_hash__regex=HASH_REGEX),
                 name="credential_hash_format",
             ),
         ]

@@ -16,20 +16,20 @@ from .models import Credential, Customer, Tier
 
 @receiver(pre_save, sender=Customer)
 @receiver(pre_save, sender=Credential)
-def load_state_if_unknown(sender, instance, raw=False, **kwargs):
-    # An instance built by hand with an existing pk was never read from the
-    # database, so we do not know what it replaces; ask.
-    if not raw and instance.pk is not None and instance.loaded_state is None and not instance._state.adding:
+def read_stored_state(sender, instance, raw=False, **kwargs):
+    # What this save replaces, read now: the instance may be stale (another
+    # process moved the customer since it was loaded) or built by hand.
+    stored = None
+    if not raw and instance.pk is not None:
         stored = sender.objects.filter(pk=instance.pk).values(*instance.tracked_fields).first()
-        instance.remember_state(stored)
+    instance._stored_state = stored
 
 
 @receiver(post_save, sender=Customer)
 def customer_saved(sender, instance, created, raw=False, **kwargs):
     if raw:
         return  # loaddata: run sync_htpasswd afterwards
-    before = instance.loaded_state
-    instance.remember_state()
+    before = instance.stored_state
     audit.record_customer_saved(instance, created, before)
     sync.customer_changed(instance, created, before)
 
@@ -38,10 +38,9 @@ def customer_saved(sender, instance, created, raw=False, **kwargs):
 def credential_saved(sender, instance, created, raw=False, **kwargs):
     if raw:
         return
-    before = instance.loaded_state
-    instance.remember_state()
+    before = instance.stored_state
     audit.record_credential_saved(instance, created, before)
-    sync.credential_changed(instance)
+    sync.credential_changed(instance, before)
 
 
 @receiver(pre_delete, sender=Customer)

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from . import passwords, sync
+from . import htpasswd, passwords, sync
 from .audit import Actor, acting_as
 from .htpasswd import USERNAME_RE
 from .models import Credential, Customer, Tier
@@ -57,17 +57,10 @@ def validate_username(username: str, *, exclude_pk: int | None = None) -> str:
     return username
 
 
-def username_from_email(email: str, taken: set[str] | None = None) -> str:
-    """A valid username from an email's local part, unique among ``taken``
-    (lowercased names) and the database."""
-    base = re.sub(r"[^A-Za-z0-9._@+-]", "-", email.split("@", 1)[0]).lstrip("._@+-")[:140] or "customer"
-    candidate, n = base, 1
-    while (taken is not None and candidate.lower() in taken) or Credential.objects.annotate(
-        lower=Lower("username")
-    ).filter(lower=candidate.lower()).exists():
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
+def username_from_email(email: str) -> str:
+    """A valid username from an email's local part, not yet in use."""
+    in_use = Credential.objects.annotate(lower=Lower("username"))
+    return next(c for c in htpasswd.username_candidates(email) if not in_use.filter(lower=c.lower()).exists())
 
 
 def hash_password(password: str) -> str:
@@ -109,12 +102,17 @@ def create_customer(
         return customer
 
 
-def _set_status(customer: Customer, status: str, reason: str, actor: Actor) -> Customer:
+def _set_status(
+    customer: Customer, status: str, reason: str, actor: Actor, *, keep_revoked: bool = False
+) -> Customer:
     with transaction.atomic(), acting_as(actor):
         # Lock the row so two staff members (or staff and a webhook) acting
-        # at once apply their changes one after the other.
+        # at once apply their changes one after the other; decide on the
+        # locked row, not on the caller's possibly stale copy.
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
         if customer.status == status and customer.suspension_reason == reason:
+            return customer
+        if keep_revoked and customer.status == Status.REVOKED:
             return customer
         customer.status = status
         customer.suspension_reason = reason
@@ -124,10 +122,9 @@ def _set_status(customer: Customer, status: str, reason: str, actor: Actor) -> C
 
 
 def suspend(customer: Customer, *, actor: Actor, reason: str = SuspensionReason.STAFF) -> Customer:
-    """Take access away, reversibly. A revoked customer stays revoked."""
-    if customer.status == Status.REVOKED:
-        return customer
-    return _set_status(customer, Status.SUSPENDED, reason, actor)
+    """Take access away, reversibly. A revoked customer stays revoked: a
+    suspension for non-payment could otherwise be lifted by a payment."""
+    return _set_status(customer, Status.SUSPENDED, reason, actor, keep_revoked=True)
 
 
 def revoke(customer: Customer, *, actor: Actor) -> Customer:
@@ -205,23 +202,36 @@ def issue_credential(
         password_hash = hash_password(secret)
     with transaction.atomic(), acting_as(actor):
         username = validate_username(username) if username else username_from_email(customer.email)
-        credential = Credential.objects.create(
-            customer=customer, username=username, password_hash=password_hash, label=label, expires_at=expires_at
-        )
+        try:
+            with transaction.atomic():
+                credential = Credential.objects.create(
+                    customer=customer, username=username, password_hash=password_hash, label=label,
+                    expires_at=expires_at,
+                )
+        except IntegrityError as exc:
+            # Someone took the name between the check and the insert.
+            raise ValidationError(f"The username {username!r} is already in use.", code="username_taken") from exc
         sync.schedule_rebuild([customer.tier.slug])
     return IssuedCredential(credential, secret)
 
 
 def rotate_credential(credential: Credential, *, actor: Actor) -> IssuedCredential:
-    """Replace a credential's secret with a new generated one, at once."""
+    """Replace a credential's secret with a new generated one, at once.
+
+    A revoked or expired credential is refused rather than quietly brought
+    back (or handed a secret that would not work): issue a new one instead.
+    """
     secret = passwords.generate_secret()
     new_hash = hash_password(secret)
     with transaction.atomic(), acting_as(actor):
         credential = Credential.objects.select_for_update().select_related("customer__tier").get(pk=credential.pk)
+        if not credential.is_usable():
+            raise ValidationError(
+                f"{credential.username} is revoked or expired; issue a new credential instead.", code="not_usable"
+            )
         credential.password_hash = new_hash
         credential.rotated_at = timezone.now()
-        credential.revoked_at = None
-        credential.save(update_fields=["password_hash", "rotated_at", "revoked_at"])
+        credential.save(update_fields=["password_hash", "rotated_at"])
         sync.schedule_rebuild([credential.customer.tier.slug])
     return IssuedCredential(credential, secret)
 

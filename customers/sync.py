@@ -246,10 +246,17 @@ def customer_changed(customer: Customer, created: bool, before: dict | None) -> 
         schedule_rebuild([old_slug])
 
 
-def credential_changed(credential: Credential) -> None:
-    tier_id = Customer.objects.filter(pk=credential.customer_id).values_list("tier_id", flat=True).first()
-    if tier_id is not None:  # None: the customer is being deleted; its own receiver rebuilds
-        schedule_rebuild([tier_slugs(tier_id)[tier_id]])
+def credential_changed(credential: Credential, before: dict | None = None) -> None:
+    """Schedule the rewrite of the credential's tier, and of its previous
+    customer's tier if it was moved to another customer (new one first)."""
+    customer_ids = [credential.customer_id]
+    if before and before.get("customer_id") not in (None, credential.customer_id):
+        customer_ids.append(before["customer_id"])
+    tier_of = dict(Customer.objects.filter(pk__in=customer_ids).values_list("pk", "tier_id"))
+    # A customer missing here is being deleted; its own receiver rebuilds.
+    tier_ids = [tier_of[pk] for pk in customer_ids if pk in tier_of]
+    slugs = tier_slugs(*tier_ids)
+    schedule_rebuild([slugs[tier_id] for tier_id in dict.fromkeys(tier_ids)])
 
 
 # --- Drift ---------------------------------------------------------------------
@@ -262,14 +269,24 @@ class Drift:
     problem: str
     missing: list[str] = field(default_factory=list)  # usernames the file lacks
     unexpected: list[str] = field(default_factory=list)  # usernames the file should not hold
+    first_malformed: str = ""  # the first line Apache would not understand, if any
 
     def __str__(self) -> str:
         parts = [f"{self.path}: {self.problem}"]
+        if self.first_malformed:
+            parts.append(f"malformed {self.first_malformed}")
         if self.missing:
             parts.append(f"missing {', '.join(self.missing)}")
         if self.unexpected:
             parts.append(f"unexpected {', '.join(self.unexpected)}")
         return "; ".join(parts)
+
+    def summary(self) -> str:
+        """The same without usernames or paths, for unauthenticated callers."""
+        summary = f"{self.path.name}: {self.problem}"
+        if self.missing or self.unexpected:
+            summary += f" ({len(self.missing)} missing, {len(self.unexpected)} unexpected)"
+        return summary
 
 
 def find_drift(now=None) -> list[Drift]:
@@ -302,7 +319,7 @@ def _describe_difference(slug: str, path: Path, expected: str, actual: str) -> D
     drift.missing = sorted({line.split(":", 1)[0] for line in expected_lines - actual_lines})
     drift.unexpected = sorted({line.split(":", 1)[0] for line in actual_lines - expected_lines})
     if errors:
-        drift.problem += f" ({len(errors)} malformed line(s), first at {errors[0]})"
+        drift.first_malformed = str(errors[0])
     return drift
 
 

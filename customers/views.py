@@ -20,16 +20,21 @@ logger = logging.getLogger(__name__)
 @require_safe
 @never_cache
 def healthz(request):
-    """200 when the database answers and every tier file matches it."""
+    """200 when the database answers and every tier file matches it.
+
+    Anyone who can reach it may call it, so the reason names tiers and
+    counts, never usernames, paths or database errors; ``sync_htpasswd
+    --check``, the admin and the logs give the detail.
+    """
     try:
         drifts = sync.find_drift()
         failures = sync.recorded_failures()
-    except DatabaseError as exc:
-        return JsonResponse({"status": "error", "reason": f"database: {exc}"}, status=503)
+    except DatabaseError:
+        logger.exception("health check: the database did not answer")
+        return JsonResponse({"status": "error", "reason": "database unavailable"}, status=503)
     if drifts or failures:
-        problems = [str(d) for d in drifts]
-        problems += [f"last write of {f.tier_slug} failed at {f.last_error_at:%Y-%m-%d %H:%M:%S}: {f.last_error}"
-                     for f in failures]
+        problems = [drift.summary() for drift in drifts]
+        problems += [f"last write of {f.tier_slug} failed at {f.last_error_at:%Y-%m-%d %H:%M:%S}" for f in failures]
         return JsonResponse({"status": "drift", "reason": "; ".join(problems), "problems": problems}, status=503)
     return JsonResponse({"status": "ok"})
 

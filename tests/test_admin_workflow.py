@@ -310,7 +310,7 @@ def test_overlapping_rotation_old_secret_works_until_the_chosen_time_then_sync_d
     # Expired, but nothing rewrote the file yet: that is drift.
     health = client.get("/healthz")
     assert health.status_code == 503
-    assert "unexpected team" in health.json()["reason"]
+    assert "1 unexpected" in health.json()["reason"]
     assert apache_verifies(path, "team", "pw-team@paying.io")  # until the timer runs
 
     call_command("sync_htpasswd", stdout=StringIO())

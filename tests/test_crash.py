@@ -53,7 +53,7 @@ def test_kill_9_between_commit_and_write_shows_drift_until_sync_htpasswd_repairs
         # /healthz and sync_htpasswd --check see the drift and name the user.
         health = site.driver("healthz")
         assert health["status_code"] == 503
-        assert "unexpected p1" in health["body"]["reason"]
+        assert "1 unexpected" in health["body"]["reason"]
         check = site.manage("sync_htpasswd", "--check")
         assert check.returncode == 1 and "unexpected p1" in check.stdout
 

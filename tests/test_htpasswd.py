@@ -137,6 +137,10 @@ class PasswordTests(unittest.TestCase):
             self.assertTrue(apache_verifies(path, "amy", "correct horse"))
             self.assertFalse(apache_verifies(path, "amy", "wrong"))
 
+    def test_secret_with_a_nul_is_refused(self):
+        with self.assertRaisesRegex(passwords.PasswordError, "NUL"):
+            passwords.hash_secret("ab\x00cd", rounds=4)
+
     def test_secret_over_72_bytes_is_refused(self):
         with self.assertRaisesRegex(passwords.PasswordError, "72 bytes"):
             passwords.hash_secret("é" * 37, rounds=4)  # 74 bytes, 37 characters

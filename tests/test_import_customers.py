@@ -326,19 +326,6 @@ def test_a_conflict_arising_after_the_check_fails_the_import(tiers, tmp_path):
     assert not Customer.objects.filter(email="ann@acme.io").exists()
 
 
-def test_fast_bulk_hash_is_the_same_2y_bcrypt(tmp_path):
-    from customers import passwords
-
-    hashed = passwords.hash_secret_fast("pw-fast", 5)
-    assert hashed.startswith("$2y$05$") and passwords.hash_kind(hashed) == "bcrypt"
-    assert passwords.verify("pw-fast", hashed) and not passwords.verify("pw-slow", hashed)
-    path = tmp_path / "t.htpasswd"
-    path.write_text(f"u:{hashed}\n")
-    assert apache_verifies(path, "u", "pw-fast")
-    with pytest.raises(passwords.PasswordError):
-        passwords.hash_secret_fast("x" * 73, 5)
-
-
 def test_a_tier_file_that_cannot_be_written_fails_the_command_loudly(tiers, htpasswd_dir, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -104,10 +104,29 @@ def test_orm_save_of_an_instance_never_loaded_still_rebuilds_the_old_tier(tiers,
     stale = Customer(
         pk=customer.pk, name=customer.name, email=customer.email, tier=tiers["enterprise"], status="active"
     )
-    stale._state.adding = False
     stale.save()
     assert file_users(htpasswd_dir, "pro") == []
     assert file_users(htpasswd_dir, "enterprise") == ["ops"]
+
+
+def test_saving_a_stale_instance_rebuilds_the_tier_it_really_leaves(tiers, htpasswd_dir):
+    customer = add(tiers)
+    stale = Customer.objects.get(pk=customer.pk)  # loaded while still in pro
+    services.change_tier(customer, tiers["enterprise"], actor=COMMAND)  # "another process"
+    stale.tier = tiers["pro"]
+    stale.save()
+    assert file_users(htpasswd_dir, "pro") == ["ops"]
+    assert file_users(htpasswd_dir, "enterprise") == []
+
+
+def test_moving_a_credential_to_another_customer_rebuilds_both_tiers(tiers, htpasswd_dir):
+    add(tiers)
+    other = services.create_customer(name="B", email="b@x.io", tier=tiers["enterprise"], actor=COMMAND)
+    credential = Credential.objects.get(username="ops")
+    credential.customer = other
+    credential.save()
+    assert file_users(htpasswd_dir, "pro") == []
+    assert apache_verifies(htpasswd_dir / "enterprise.htpasswd", "ops", "pw-acme")
 
 
 def test_deleting_a_credential_removes_only_it(tiers, htpasswd_dir):
@@ -195,10 +214,24 @@ def test_case_insensitive_duplicate_username_is_refused_across_tiers(tiers, htpa
     assert snapshot(htpasswd_dir) == before
 
 
-def test_hash_with_a_colon_is_refused_by_the_database(tiers):
+@pytest.mark.parametrize("password_hash", ["abc:def", "abc def", "abc\n", "abcé", ""])
+def test_unsafe_hash_is_refused_by_the_database(tiers, password_hash):
     customer = add(tiers)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Credential.objects.create(customer=customer, username="x2", password_hash="abc:def")
+        Credential.objects.create(customer=customer, username="x2", password_hash=password_hash)
+
+
+def test_trailing_newline_passes_neither_validation_nor_the_database(tiers, htpasswd_dir):
+    # Python's $ matches before a final newline; the patterns end in \Z instead.
+    customer = add(tiers)
+    credential = Credential(customer=customer, username="bob\n", password_hash="$2y$04$abc")
+    with pytest.raises(ValidationError):
+        credential.full_clean()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        credential.save()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        type(tiers["pro"]).objects.create(slug="gold\n", name="Gold")
+    assert file_users(htpasswd_dir, "pro") == ["ops"]
 
 
 def test_password_over_72_bytes_is_refused(tiers):
@@ -269,3 +302,25 @@ def test_failed_write_is_recorded_and_the_change_stays_committed(tiers, htpasswd
     assert sync.sync_all().ok
     assert sync.recorded_failures() == []
     assert file_users(htpasswd_dir, "pro") == []
+
+
+def test_rotating_a_revoked_or_expired_credential_is_refused(tiers, htpasswd_dir):
+    customer = add(tiers)
+    credential = services.revoke_credential(Credential.objects.get(), actor=COMMAND)
+    with pytest.raises(ValidationError, match="revoked or expired"):
+        services.rotate_credential(credential, actor=COMMAND)
+    assert Credential.objects.get().revoked_at is not None
+    assert file_users(htpasswd_dir, "pro") == []
+    expired = services.issue_credential(
+        customer, actor=COMMAND, username="old", password="x", expires_at=timezone.now() - timedelta(seconds=1)
+    ).credential
+    with pytest.raises(ValidationError, match="revoked or expired"):
+        services.rotate_credential(expired, actor=COMMAND)
+
+
+def test_a_username_taken_between_check_and_insert_is_a_clear_error(tiers, monkeypatch):
+    customer = add(tiers)
+    monkeypatch.setattr(services, "validate_username", lambda username, **kwargs: username)  # lose the race
+    with pytest.raises(ValidationError, match="already in use"):
+        services.issue_credential(customer, actor=COMMAND, username="OPS", password="x")
+    assert Credential.objects.count() == 1
