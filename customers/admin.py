@@ -552,7 +552,7 @@ class TierAdmin(StrictIdsMixin, admin.ModelAdmin):
 
     @admin.display(description="tier file")
     def file_status(self, obj):
-        status = TierFileStatus.objects.filter(tier_slug=obj.slug).first()
+        status = TierFileStatus.objects.on_this_server().filter(tier_slug=obj.slug).first()
         if status and status.last_error:
             return format_html('<strong style="color:#ba2121">write failed: {}</strong>', status.last_error)
         if status and status.last_written_at:
@@ -617,4 +617,5 @@ class BillingEventAdmin(ReadOnlyAdmin):
 
 @admin.register(TierFileStatus)
 class TierFileStatusAdmin(ReadOnlyAdmin):
-    list_display = ("tier_slug", "last_written_at", "last_error_at", "last_error")
+    list_display = ("tier_slug", "host", "last_written_at", "last_error_at", "last_error")
+    list_filter = ("host",)

@@ -15,6 +15,6 @@ def tier_file_alerts(request):
     if not request.path.startswith("/admin/") or not getattr(request, "user", None) or not request.user.is_staff:
         return {}
     try:
-        return {"tier_file_failures": list(TierFileStatus.objects.exclude(last_error=""))}
+        return {"tier_file_failures": list(TierFileStatus.objects.on_this_server().exclude(last_error=""))}
     except DatabaseError:
         return {}

@@ -132,7 +132,7 @@ class TierFileState:
 def tier_file_states(now: datetime | None = None) -> list[TierFileState]:
     """Each tier file as it is on disk, compared with the database now."""
     drifts = {drift.slug: drift for drift in sync.find_drift(now)}
-    statuses = {status.tier_slug: status for status in TierFileStatus.objects.all()}
+    statuses = {status.tier_slug: status for status in TierFileStatus.objects.on_this_server()}
     states = []
     for tier in Tier.objects.order_by("position", "slug"):
         path = sync.tier_path(tier.slug)

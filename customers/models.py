@@ -327,23 +327,41 @@ class BillingEvent(models.Model):
         return f"{self.stripe_event_id} {self.type}"
 
 
+def this_server() -> str:
+    return settings.NODE_NAME
+
+
+class TierFileStatusQuerySet(models.QuerySet):
+    def on_this_server(self):
+        return self.filter(host=this_server())
+
+
 class TierFileStatus(models.Model):
-    """The outcome of the last attempt to write one tier file.
+    """The outcome of the last attempt to write one tier file on one server.
 
     A failed write must never be silent: the database change stays committed
     (it is the truth), and this row lets the admin banner and /healthz show
-    the failure until a later write succeeds.
+    the failure until a later write succeeds. Each server writes its own
+    copy of the files, so each keeps its own rows: one server's full disk
+    must not make every server's /healthz fail, nor be "cleared" by another
+    server's successful write.
     """
 
-    tier_slug = models.CharField(max_length=50, unique=True)
+    host = models.CharField(
+        max_length=255, default=this_server, help_text="The server that writes this copy (NODE_NAME)."
+    )
+    tier_slug = models.CharField(max_length=50)
     entries = models.PositiveIntegerField(default=0)
     last_written_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TierFileStatusQuerySet.as_manager()
+
     class Meta:
         verbose_name_plural = "tier file statuses"
-        ordering = ["tier_slug"]
+        ordering = ["host", "tier_slug"]
+        constraints = [models.UniqueConstraint(fields=["host", "tier_slug"], name="tier_file_status_per_host")]
 
     def __str__(self) -> str:
-        return f"{self.tier_slug}: {'error' if self.last_error else 'ok'}"
+        return f"{self.host}:{self.tier_slug}: {'error' if self.last_error else 'ok'}"

@@ -22,7 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import htpasswd
-from .models import Credential, Customer, Tier, TierFileStatus
+from .models import Credential, Customer, Tier, TierFileStatus, this_server
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _write_one(slug: str, report: WriteReport) -> None:
 def _failed_tier_slugs() -> list[str]:
     """Existing tiers whose last write failed (see ``write_tiers``)."""
     try:
-        failed = TierFileStatus.objects.exclude(last_error="").values_list("tier_slug", flat=True)
+        failed = TierFileStatus.objects.on_this_server().exclude(last_error="").values_list("tier_slug", flat=True)
         return list(Tier.objects.filter(slug__in=failed).order_by("position", "slug").values_list("slug", flat=True))
     except DatabaseError:
         logger.exception("could not read the tier file status")
@@ -138,15 +138,17 @@ def _record_status(report: WriteReport) -> None:
     try:
         for slug in report.written:
             TierFileStatus.objects.update_or_create(
-                tier_slug=slug, defaults={"last_written_at": now, "last_error": "", "last_error_at": None}
+                host=this_server(),
+                tier_slug=slug,
+                defaults={"last_written_at": now, "last_error": "", "last_error_at": None},
             )
         # An unchanged file proves the last error is over; clear it cheaply.
-        TierFileStatus.objects.filter(tier_slug__in=report.unchanged).exclude(last_error="").update(
+        TierFileStatus.objects.on_this_server().filter(tier_slug__in=report.unchanged).exclude(last_error="").update(
             last_error="", last_error_at=None
         )
         for slug, error in report.failed.items():
             TierFileStatus.objects.update_or_create(
-                tier_slug=slug, defaults={"last_error": error, "last_error_at": now}
+                host=this_server(), tier_slug=slug, defaults={"last_error": error, "last_error_at": now}
             )
     except Exception:  # noqa: BLE001 - status bookkeeping must not hide the write's outcome
         logger.exception("could not record the tier file status")
@@ -156,7 +158,7 @@ def sync_all() -> WriteReport:
     """Rewrite every tier's file from the database (what ``sync_htpasswd`` does)."""
     slugs = list(Tier.objects.order_by("position", "slug").values_list("slug", flat=True))
     # A deleted tier's recorded failure can never be cleared by a write.
-    TierFileStatus.objects.exclude(tier_slug__in=slugs).exclude(last_error="").delete()
+    TierFileStatus.objects.on_this_server().exclude(tier_slug__in=slugs).exclude(last_error="").delete()
     return write_tiers(slugs)
 
 
@@ -324,4 +326,4 @@ def _describe_difference(slug: str, path: Path, expected: str, actual: str) -> D
 
 
 def recorded_failures() -> list[TierFileStatus]:
-    return list(TierFileStatus.objects.exclude(last_error=""))
+    return list(TierFileStatus.objects.on_this_server().exclude(last_error=""))

@@ -7,6 +7,7 @@ Bad values fail loudly at start-up rather than misbehaving later.
 from __future__ import annotations
 
 from datetime import timedelta
+import socket
 from pathlib import Path
 
 import environ
@@ -164,6 +165,9 @@ if not 4 <= HTPASSWD_BCRYPT_ROUNDS <= 17:
     raise ImproperlyConfigured("HTPASSWD_BCRYPT_ROUNDS must be between 4 and 17.")
 # How long a writer waits for the cross-process lock on HTPASSWD_DIR.
 HTPASSWD_LOCK_TIMEOUT = env.float("HTPASSWD_LOCK_TIMEOUT", default=10.0)
+
+# Names this server in the tier-file status (each server writes its own copy).
+NODE_NAME = env.str("NODE_NAME", default="") or socket.gethostname()
 
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="") or None
 GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)

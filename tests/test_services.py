@@ -324,3 +324,22 @@ def test_a_username_taken_between_check_and_insert_is_a_clear_error(tiers, monke
     with pytest.raises(ValidationError, match="already in use"):
         services.issue_credential(customer, actor=COMMAND, username="OPS", password="x")
     assert Credential.objects.count() == 1
+
+
+def test_another_servers_failure_neither_shows_here_nor_is_cleared_here(tiers, settings, monkeypatch):
+    customer = add(tiers)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    settings.NODE_NAME = "server-b"
+    monkeypatch.setattr(htpasswd, "write_atomic", disk_full)
+    services.suspend(customer, actor=COMMAND)  # fails on server B
+    monkeypatch.undo()
+    assert [(f.host, f.tier_slug) for f in sync.recorded_failures()] == [("server-b", "pro")]
+
+    settings.NODE_NAME = "server-a"
+    assert sync.recorded_failures() == []  # A's /healthz and banner are not B's
+    services.reactivate(customer, actor=COMMAND)  # A writes fine
+    settings.NODE_NAME = "server-b"
+    assert [f.tier_slug for f in sync.recorded_failures()] == ["pro"]  # still B's to retry
