@@ -25,7 +25,7 @@ from . import billing, billing_history, dashboard, services
 from . import permissions as perms
 from .admin_input import StrictIdsMixin
 from .audit import Actor, acting_as
-from .models import AuditEvent, BillingEvent, Credential, Customer, SuspensionReason, Tier, TierFileStatus
+from .models import AuditEvent, BillingEvent, Credential, Customer, SuspensionReason, Tier, TierFileStatus, usable_condition
 
 # --- Show a secret once -----------------------------------------------------------------
 #
@@ -261,11 +261,7 @@ class CustomerAdmin(StrictIdsMixin, admin.ModelAdmin):
         when the form is posted back with ``confirmed=yes``."""
         customers = list(
             queryset.select_related("tier").annotate(
-                usable_credentials=Count(
-                    "credentials",
-                    filter=Q(credentials__revoked_at__isnull=True)
-                    & (Q(credentials__expires_at__isnull=True) | Q(credentials__expires_at__gt=timezone.now())),
-                )
+                usable_credentials=Count("credentials", filter=usable_condition(prefix="credentials__"))
             )
         )
         context = {
@@ -282,36 +278,31 @@ class CustomerAdmin(StrictIdsMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/customers/confirm_action.html", context)
 
+    def _confirm_then_apply(self, request, queryset, service, verb: str, done: str, consequence: str):
+        if request.POST.get("confirmed") == "yes":
+            return self._apply(request, queryset, service, done)
+        return self._confirm(request, queryset, request.POST.get("action", ""), verb, consequence)
+
     @admin.action(description="Suspend selected customers…", permissions=["suspend"])
     def suspend_selected(self, request, queryset):
-        if request.POST.get("confirmed") == "yes":
-            return self._apply(request, queryset, services.suspend, "Suspended")
-        return self._confirm(
-            request, queryset, "suspend_selected", "Suspend",
+        return self._confirm_then_apply(
+            request, queryset, services.suspend, "Suspend", "Suspended",
             "They lose access on their next request. They are suspended by staff, so a payment does not "
             "reinstate them: only staff can reactivate them.",
         )
 
     @admin.action(description="Suspend selected customers for non-payment…", permissions=["suspend"])
     def suspend_nonpayment_selected(self, request, queryset):
-        if request.POST.get("confirmed") == "yes":
-            return self._apply(
-                request, queryset,
-                lambda customer, actor: services.suspend(customer, actor=actor, reason=SuspensionReason.NONPAYMENT),
-                "Suspended",
-            )
-        return self._confirm(
-            request, queryset, "suspend_nonpayment_selected", "Suspend",
+        return self._confirm_then_apply(
+            request, queryset, services.suspend_for_nonpayment_by_staff, "Suspend", "Suspended",
             "They lose access on their next request. Their next payment (invoice.paid) reinstates them "
             "automatically, as suspend_lapsed would.",
         )
 
     @admin.action(description="Revoke selected customers…", permissions=["revoke"])
     def revoke_selected(self, request, queryset):
-        if request.POST.get("confirmed") == "yes":
-            return self._apply(request, queryset, services.revoke, "Revoked")
-        return self._confirm(
-            request, queryset, "revoke_selected", "Revoke",
+        return self._confirm_then_apply(
+            request, queryset, services.revoke, "Revoke", "Revoked",
             "They lose access on their next request, and no billing event gives it back: only staff can "
             "reactivate a revoked customer.",
         )

@@ -220,11 +220,19 @@ class Customer(TrackedModel):
         return self.status == self.Status.ACTIVE
 
 
+def usable_condition(now=None, prefix: str = "") -> models.Q:
+    """A credential that is neither revoked nor expired (``prefix`` to use it
+    across a relation, e.g. ``"credentials__"``)."""
+    now = now or timezone.now()
+    return models.Q(**{f"{prefix}revoked_at__isnull": True}) & (
+        models.Q(**{f"{prefix}expires_at__isnull": True}) | models.Q(**{f"{prefix}expires_at__gt": now})
+    )
+
+
 class CredentialQuerySet(models.QuerySet):
     def usable(self, now=None):
         """Credentials that are neither revoked nor expired."""
-        now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        return self.filter(usable_condition(now))
 
     def entitled(self, now=None):
         """Credentials that belong in a tier file right now."""

@@ -270,6 +270,11 @@ def record_payment(customer: Customer, *, actor: Actor) -> Customer:
         return customer
 
 
+def suspend_for_nonpayment_by_staff(customer: Customer, *, actor: Actor) -> Customer:
+    """Staff's "suspend for non-payment": like ``suspend``, but a later payment lifts it."""
+    return suspend(customer, actor=actor, reason=SuspensionReason.NONPAYMENT)
+
+
 def suspend_for_nonpayment(customer: Customer, *, actor: Actor) -> Customer:
     """Suspend an active customer for non-payment. A customer already
     suspended by staff keeps that reason, so a later payment does not lift
