@@ -60,11 +60,20 @@ def credential_deleted(sender, instance, **kwargs):
     sync.credential_changed(instance)
 
 
+@receiver(pre_save, sender=Tier)
+def read_stored_slug(sender, instance, raw=False, **kwargs):
+    # A slug renamed in the shell must empty the file under the old name.
+    stored = None
+    if not raw and instance.pk is not None:
+        stored = sender.objects.filter(pk=instance.pk).values_list("slug", flat=True).first()
+    instance._stored_slug = stored
+
+
 @receiver(post_save, sender=Tier)
 @receiver(post_delete, sender=Tier)
 def tier_changed(sender, instance, raw=False, **kwargs):
     # A new tier gets its (empty) file at once, because Apache answers 500
-    # for a configured file that does not exist; a deleted tier's file is
-    # emptied rather than removed, for the same reason.
+    # for a configured file that does not exist; a deleted or renamed tier's
+    # file is emptied rather than removed, for the same reason.
     if not raw:
-        sync.schedule_rebuild([instance.slug])
+        sync.schedule_rebuild([instance.slug, getattr(instance, "_stored_slug", None)])

@@ -343,3 +343,12 @@ def test_another_servers_failure_neither_shows_here_nor_is_cleared_here(tiers, s
     services.reactivate(customer, actor=COMMAND)  # A writes fine
     settings.NODE_NAME = "server-b"
     assert [f.tier_slug for f in sync.recorded_failures()] == ["pro"]  # still B's to retry
+
+
+def test_renaming_a_tier_in_the_shell_empties_the_old_file(tiers, htpasswd_dir):
+    add(tiers)
+    tier = tiers["pro"]
+    tier.slug = "professional"
+    tier.save()
+    assert file_users(htpasswd_dir, "professional") == ["ops"]
+    assert file_users(htpasswd_dir, "pro") == []  # still there for Apache, but grants nothing
