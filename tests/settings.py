@@ -20,3 +20,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
     # One file per run, so two runs in one checkout cannot clobber each other.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# WhiteNoise scans STATIC_ROOT when it starts and warns on every request if it
+# is missing; the suite serves static files through the finders instead.
+if "STATIC_ROOT" not in os.environ:  # tests that collect static files set their own
+    STATIC_ROOT = BASE_DIR / "var" / "test-static"  # noqa: F405
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
