@@ -74,5 +74,9 @@ bench: venv system-packages
 screenshots: venv system-packages
 	REGISTRY_ADMIN_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest tests/test_browser.py
 
+lint: venv
+	$(BIN)/pip install --quiet --disable-pip-version-check ruff==0.17.6
+	$(BIN)/ruff check customers registry_admin tests benchmarks
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

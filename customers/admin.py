@@ -25,7 +25,7 @@ from . import billing, billing_history, dashboard, services
 from . import permissions as perms
 from .admin_input import StrictIdsMixin
 from .audit import Actor, acting_as
-from .models import AuditEvent, BillingEvent, Credential, Customer, SuspensionReason, Tier, TierFileStatus, usable_condition
+from .models import AuditEvent, BillingEvent, Credential, Customer, Tier, TierFileStatus, usable_condition
 
 # --- Show a secret once -----------------------------------------------------------------
 #

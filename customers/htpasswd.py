@@ -112,7 +112,7 @@ def _validate_entries(entries: list[tuple[str, str]]) -> None:
     folded = [username.lower() for username in usernames]
     if len(set(folded)) != len(folded):
         seen: set[str] = set()
-        for username, key in zip(usernames, folded):
+        for username, key in zip(usernames, folded, strict=True):
             if key in seen:
                 raise InvalidEntry(f"duplicate username {username!r}")
             seen.add(key)
@@ -174,7 +174,7 @@ def directory_lock(directory: Path, timeout: float = 10.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(errno.EWOULDBLOCK, f"lock on {directory} held for over {timeout}s")
+                    raise LockTimeout(errno.EWOULDBLOCK, f"lock on {directory} held for over {timeout}s") from None
                 time.sleep(0.005)
         yield
     finally:

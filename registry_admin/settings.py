@@ -152,7 +152,7 @@ def _octal_mode(raw: str) -> int:
     try:
         mode = int(raw, 8)
     except ValueError:
-        raise ImproperlyConfigured(f"HTPASSWD_FILE_MODE must be octal, like 0640; got {raw!r}.")
+        raise ImproperlyConfigured(f"HTPASSWD_FILE_MODE must be octal, like 0640; got {raw!r}.") from None
     if not 0 <= mode <= 0o777:
         raise ImproperlyConfigured(f"HTPASSWD_FILE_MODE {raw!r} is out of range.")
     return mode

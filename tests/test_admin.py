@@ -58,7 +58,7 @@ def test_add_customer_then_issue_credential_shows_secret_once(staff_client, tier
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     secret = re.search(rb'id="credential-secret">([^<]+)<', response.content).group(1).decode()
-    assert f"docker login registry.example.com --username globex-ci".encode() in response.content
+    assert "docker login registry.example.com --username globex-ci".encode() in response.content
     assert apache_verifies(htpasswd_dir / "enterprise.htpasswd", "globex-ci", secret)
     assert Credential.objects.get().password_hash != secret
 
