@@ -361,3 +361,15 @@ def test_payment_status_past_due_starts_the_grace_period(tiers, tmp_path):
     ann = Customer.objects.get(email="ann@acme.io")
     assert (ann.payment_status, ann.past_due_since) == ("current", None)
     assert Customer.objects.get(email="bob@acme.io").payment_status == "current"
+
+
+def test_dry_run_with_an_existing_credentials_file_still_reports(tiers, tmp_path):
+    secrets_path = tmp_path / "secrets.csv"
+    secrets_path.write_text("earlier secrets\n")
+    text = "email,name,tier\nann@acme.io,Ann,pro\n"
+    out, _ = run(
+        "import_customers", str(write_csv(tmp_path / "c.csv", text)), "--credentials-out", str(secrets_path), "--dry-run"
+    )
+    assert "Would create 1" in out
+    assert secrets_path.read_text() == "earlier secrets\n"
+    assert Customer.objects.count() == 0

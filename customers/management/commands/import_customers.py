@@ -31,6 +31,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, path: Path, dry_run: bool, credentials_out: Path | None, **options):
+        # Before any bcrypt work: an existing file may hold the only copy of
+        # earlier secrets, so it is never overwritten. A dry run writes nothing.
+        if credentials_out is not None and credentials_out.exists() and not dry_run:
+            raise CommandError(
+                f"{credentials_out} already exists; it may hold earlier secrets, so it is never overwritten."
+            )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -47,10 +53,6 @@ class Command(BaseCommand):
         for warning in warnings:
             self.stderr.write(str(warning))
         plan = prepared.plan
-        if plan.generated_count and credentials_out is not None and credentials_out.exists():
-            raise CommandError(
-                f"{credentials_out} already exists; it may hold earlier secrets, so it is never overwritten."
-            )
         if dry_run:
             self.stdout.write(
                 f"Dry run: nothing changed. Would create {plan.created}, update {plan.updated}, "

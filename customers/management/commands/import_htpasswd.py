@@ -29,7 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, tier: str, path: Path, skip_conflicts: bool, **options):
-        target = Tier.objects.filter(slug=tier).first()
+        target = Tier.objects.filter(slug__iexact=tier).first()  # as import_customers matches tier slugs
         if target is None:
             known = ", ".join(Tier.objects.values_list("slug", flat=True)) or "(none yet)"
             raise CommandError(f"unknown tier {tier!r}; the tiers are {known}")
