@@ -20,7 +20,6 @@ from collections.abc import Callable
 from django.db import connection
 
 from . import sync
-from .models import Tier
 
 def supported() -> bool:
     return connection.vendor == "postgresql"
@@ -32,7 +31,7 @@ def follow(*, idle_seconds: float = 30.0, keep_going: Callable[[], bool] = lambd
     connection.ensure_connection()
     pg = connection.connection
     pg.execute(f"LISTEN {sync.NOTIFY_CHANNEL}")
-    report = sync.write_tiers(_all_slugs())  # catch up on what happened while we were not listening
+    report = sync.write_tiers(sync.all_tier_slugs())  # catch up on what happened while we were not listening
     if on_write:
         on_write(report)
     last_full = time.monotonic()
@@ -47,13 +46,9 @@ def follow(*, idle_seconds: float = 30.0, keep_going: Callable[[], bool] = lambd
                 slugs.update(dict.fromkeys(note.payload.split(",")))
             report = sync.write_tiers(slugs)
         elif time.monotonic() - last_full >= idle_seconds:
-            report = sync.write_tiers(_all_slugs())
+            report = sync.write_tiers(sync.all_tier_slugs())
             last_full = time.monotonic()
         else:
             continue
         if on_write:
             on_write(report)
-
-
-def _all_slugs() -> list[str]:
-    return list(Tier.objects.order_by("position", "slug").values_list("slug", flat=True))

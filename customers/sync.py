@@ -37,6 +37,11 @@ def tier_path(slug: str) -> Path:
     return htpasswd_dir() / f"{slug}.htpasswd"
 
 
+def all_tier_slugs() -> list[str]:
+    """Every tier, in the proxy's provider order."""
+    return list(Tier.objects.values_list("slug", flat=True))  # Tier.Meta.ordering: position, slug
+
+
 def entitled_entries(slug: str, now=None) -> list[tuple[str, str]]:
     """The ``(username, hash)`` pairs that belong in the tier's file now."""
     # No ORDER BY: the writer sorts in Python, by code point, the same way on
@@ -127,7 +132,7 @@ def _failed_tier_slugs() -> list[str]:
     """Existing tiers whose last write failed (see ``write_tiers``)."""
     try:
         failed = TierFileStatus.objects.on_this_server().exclude(last_error="").values_list("tier_slug", flat=True)
-        return list(Tier.objects.filter(slug__in=failed).order_by("position", "slug").values_list("slug", flat=True))
+        return list(Tier.objects.filter(slug__in=failed).values_list("slug", flat=True))
     except DatabaseError:
         logger.exception("could not read the tier file status")
         return []
@@ -156,7 +161,7 @@ def _record_status(report: WriteReport) -> None:
 
 def sync_all() -> WriteReport:
     """Rewrite every tier's file from the database (what ``sync_htpasswd`` does)."""
-    slugs = list(Tier.objects.order_by("position", "slug").values_list("slug", flat=True))
+    slugs = all_tier_slugs()
     # A deleted tier's recorded failure can never be cleared by a write.
     TierFileStatus.objects.on_this_server().exclude(tier_slug__in=slugs).exclude(last_error="").delete()
     return write_tiers(slugs)
@@ -298,7 +303,7 @@ def find_drift(now=None) -> list[Drift]:
     compared with what it *should* hold at this moment.
     """
     drifts = []
-    for slug in Tier.objects.order_by("position", "slug").values_list("slug", flat=True):
+    for slug in all_tier_slugs():
         path = tier_path(slug)
         expected = render_tier(slug, now)
         try:
