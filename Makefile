@@ -31,14 +31,15 @@ var/secret_key:
 
 # The local server: migrations, static files, a first staff account (its
 # password is printed, or taken from DJANGO_SUPERUSER_PASSWORD), then
-# gunicorn with WhiteNoise, as in production.
+# gunicorn with WhiteNoise, as in production. Without SECRET_KEY in the
+# environment, settings read the key generated in var/secret_key.
 run: venv var/secret_key
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(BIN)/python manage.py migrate --noinput
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(BIN)/python manage.py ensure_staff_user
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(BIN)/python manage.py sync_htpasswd
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py ensure_staff_user
+	$(BIN)/python manage.py sync_htpasswd
 	@echo "Serving http://$(HOST):$(PORT)/ (admin at /admin/)"
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(BIN)/gunicorn registry_admin.wsgi --config gunicorn.conf.py --bind $(HOST):$(PORT)
+	$(BIN)/gunicorn registry_admin.wsgi --config gunicorn.conf.py --bind $(HOST):$(PORT)
 
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \

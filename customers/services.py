@@ -160,9 +160,7 @@ def set_payment_status(
             return customer
         if payment_status == PaymentStatus.PAST_DUE and customer.past_due_since is None:
             customer.past_due_since = since or timezone.now()
-        elif payment_status != PaymentStatus.PAST_DUE:
-            customer.past_due_since = None
-        customer.payment_status = payment_status
+        customer.payment_status = payment_status  # save() clears past_due_since otherwise
         customer.save(update_fields=["payment_status", "past_due_since", "updated_at"])
         return customer
 

@@ -20,6 +20,11 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
+LOCAL_SECRET_KEY_FILE = BASE_DIR / "var" / "secret_key"
+if not SECRET_KEY and LOCAL_SECRET_KEY_FILE.exists():
+    # The key `make run` generated for the local server, so that
+    # `manage.py` works in that checkout too. Production sets SECRET_KEY.
+    SECRET_KEY = LOCAL_SECRET_KEY_FILE.read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG is on.")
